@@ -1,0 +1,90 @@
+"""The seam between a pool and the thing that runs its tasks.
+
+A backend starts, wakes and stops workers; the pool (the ``WorkerHost``) decides everything
+else. A worker's life, seen from the backend::
+
+    start(slot) ──> host.take(slot) ──> run the task ──> host.done(slot, task, value, error) ──┐
+                         ^   │ None: park until wake(slot)        returns the next task, None │
+                         │   └ RETIRE: exit                       (park) or RETIRE (exit)     │
+                         └────────────────────────────────────────────────────────────────────┘
+
+A worker that dies under its task is reported with ``host.lost(slot, error)``; a worker that the
+pool gave up on (``interrupt`` after a timeout) is reported gone with ``host.exited(slot)``.
+Backends translate their native failures into workpool's exceptions here, at the seam.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, Protocol
+
+from .._engine import Directive, Next, WorkerSlot
+from .._task import Task
+
+Interruption = Literal["timeout", "cancel"]
+
+
+class WorkerHost(Protocol):
+    """What a pool offers its backend's workers. Every method is thread-safe."""
+
+    def take(self, slot: WorkerSlot) -> Next:
+        """The first task for a new or woken worker: a task, None (park) or RETIRE."""
+
+    def done(
+        self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
+    ) -> Next:
+        """Report an attempt's end; returns the worker's next task, None (park) or RETIRE."""
+
+    def idle_expired(self, slot: WorkerSlot) -> Directive | None:
+        """A parked worker waited ``park_timeout()``: RETIRE, None (park again), or woken."""
+
+    def park_timeout(self) -> float | None:
+        """How long a parked worker waits before calling ``idle_expired``."""
+
+    def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
+        """The worker died (its task, if any, fails with ``error``)."""
+
+    def exited(self, slot: WorkerSlot) -> None:
+        """A worker that was interrupted after a timeout or cancel is gone at last."""
+
+    def broken(self, slot: WorkerSlot, error: BaseException) -> None:
+        """The worker's initializer raised: the pool is broken."""
+
+
+class Backend(ABC):
+    """Runs workers for a pool. One instance per pool."""
+
+    name: ClassVar[str]
+
+    def __init__(
+        self,
+        host: WorkerHost,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        self.host = host
+        self.initializer = initializer
+        self.initargs = initargs
+
+    @staticmethod
+    @abstractmethod
+    def default_workers() -> int:
+        """The worker count when the user names none."""
+
+    @abstractmethod
+    def start(self, slot: WorkerSlot) -> None:
+        """Start a worker for ``slot``; it calls ``host.take(slot)`` when ready."""
+
+    @abstractmethod
+    def wake(self, slot: WorkerSlot) -> None:
+        """``slot``'s parked worker has work: make it call ``host.take(slot)``."""
+
+    @abstractmethod
+    def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
+        """Stop ``task`` running on ``slot`` (as far as this backend can)."""
+
+    @abstractmethod
+    def join(self, timeout: float | None) -> bool:
+        """After the pool closed: wait for the workers to exit; False if some still run."""

@@ -1,0 +1,116 @@
+"""Threads as workers.
+
+Each worker is a daemon thread that asks the pool for a task, runs it, reports and asks again.
+An idle worker parks on a lock of its own that it holds; ``wake`` releases it, so a wake-up goes
+to exactly one chosen thread and none is lost.
+
+Python cannot stop a thread, so a task past its deadline is *abandoned*: the pool fails it with
+``TaskTimeout`` at once, sets its context so that ``check()`` raises, and counts its thread out of
+the pool's capacity (a replacement starts when work waits). When the call finally returns, the
+thread exits without touching the result. Threads are daemons so that a task that never returns
+cannot keep the interpreter alive; the pool joins every other thread on shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from .._engine import RETIRE, Directive, Next, WorkerSlot
+from .._task import Task, _current
+from .base import Backend, Interruption
+
+
+class _Worker:
+    __slots__ = ("park", "thread")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.park = threading.Lock()
+        self.park.acquire()  # held while running: a parked worker blocks until wake() releases
+
+
+class ThreadBackend(Backend):
+    """Workers are threads of this process."""
+
+    name = "thread"
+    thread_name_prefix = "workpool"
+
+    def __init__(self, *args: Any, thread_name_prefix: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if thread_name_prefix:
+            self.thread_name_prefix = thread_name_prefix
+        self._threads: dict[int, threading.Thread] = {}
+
+    @staticmethod
+    def default_workers() -> int:
+        # As concurrent.futures.ThreadPoolExecutor: I/O-bound work wants more threads than cores.
+        return min(32, (os.cpu_count() or 1) + 4)
+
+    def start(self, slot: WorkerSlot) -> None:
+        thread = threading.Thread(
+            target=self._work,
+            args=(slot,),
+            name=f"{self.thread_name_prefix}-{slot.id}",
+            daemon=True,
+        )
+        slot.handle = _Worker(thread)
+        self._threads[slot.id] = thread
+        thread.start()
+
+    def wake(self, slot: WorkerSlot) -> None:
+        slot.handle.park.release()
+
+    def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
+        # Nothing can stop a thread: the task's context already says it was cancelled or timed
+        # out, and a timed-out slot is lost, so the thread leaves once the call returns.
+        if why == "timeout":
+            self._threads.pop(slot.id, None)
+
+    def join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in list(self._threads.values()):
+            if thread is threading.current_thread():
+                continue  # shutdown called from inside a task of this pool
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+        return True
+
+    def _work(self, slot: WorkerSlot) -> None:
+        host = self.host
+        try:
+            if self.initializer is not None:
+                try:
+                    self.initializer(*self.initargs)
+                except BaseException as exc:
+                    host.broken(slot, exc)
+                    return
+            task = host.take(slot)
+            while task is not RETIRE:
+                if task is None:
+                    task = self._park(slot)
+                    continue
+                token = _current.set((task, task.attempts))
+                try:
+                    value, error = task.fn(*task.args, **task.kwargs), None
+                except BaseException as exc:
+                    value, error = None, exc
+                _current.reset(token)
+                task = host.done(slot, task, value, error)
+                del value, error  # drop references before parking
+        finally:
+            self._threads.pop(slot.id, None)
+
+    def _park(self, slot: WorkerSlot) -> Next:
+        host, park = self.host, slot.handle.park
+        timeout = host.park_timeout()
+        if park.acquire(timeout=-1 if timeout is None else timeout):
+            return host.take(slot)
+        verdict = host.idle_expired(slot)
+        if verdict is Directive.WOKEN:
+            park.acquire()  # consume the wake-up that is on its way
+            return host.take(slot)
+        return verdict

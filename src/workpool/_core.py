@@ -1,0 +1,333 @@
+"""The pool's core: one lock around the scheduler, the backend's workers, and task resolution.
+
+The core decides under its lock (by asking the scheduler) and acts after releasing it: workers
+are started and woken, futures resolved and callbacks run outside the lock, so user code never
+runs while the pool is locked. A timer thread, started the first time something is timed (a
+deadline, a retry's backoff), wakes the scheduler when that time comes.
+
+The scheduler counts an outcome before the future is resolved, so ``stats()`` already shows it
+when ``result()`` returns. ``wait()`` also waits for the resolutions still under way.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ._backends import Backend
+from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, WorkerSlot
+from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
+from ._stats import PoolStats
+from ._task import Task, _current
+
+_SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
+_RETRY, _STALE = Outcome.RETRY, Outcome.STALE
+
+
+class PoolCore:
+    """Drives a ``Scheduler`` with a ``Backend``; implements the backend's ``WorkerHost``."""
+
+    def __init__(
+        self,
+        engine: Scheduler,
+        backend: Callable[..., Backend],
+        backend_options: dict[str, Any],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.engine = engine
+        self.clock = clock
+        self.broken_error: BrokenPool | None = None
+        self._not_full = threading.Condition(self.lock)
+        self._all_done = threading.Condition(self.lock)
+        self._timer_wakeup = threading.Condition(self.lock)
+        self._space_waiters = 0
+        self._done_waiters = 0
+        self._timer: threading.Thread | None = None
+        self._resolving: list[Task[Any]] = []  # counted final, future not yet resolved
+        self.backend = backend(self, **backend_options)
+
+    # -- the submitting side ------------------------------------------------------------------
+
+    def submit(self, task: Task[Any], *, block: bool, timeout: float | None = None) -> None:
+        """Queue ``task``; wait for room while the queue is full if ``block``."""
+        engine = self.engine
+        with self.lock:
+            if self.broken_error is not None:
+                raise self.broken_error
+            if engine.full and not engine.closed:
+                if not block:
+                    raise QueueFull(engine.queue_size)
+                self._wait_for_room(timeout)
+            engine.submit(task, self.clock())
+            wakeups = self._take_wakeups()
+        if wakeups:
+            self._dispatch(wakeups)
+
+    def _wait_for_room(self, timeout: float | None) -> None:
+        engine = self.engine
+        running = _current.get()
+        if running is not None and running[0]._owner is self:
+            raise QueueFull(
+                engine.queue_size,
+                "a task of this pool submitted to it while its queue is full: waiting could "
+                "deadlock, since the workers that would make room may all be waiting too; "
+                "use try_submit() or a larger queue_size",
+            )
+        deadline = None if timeout is None else self.clock() + timeout
+        self._space_waiters += 1
+        try:
+            while engine.full and not engine.closed and self.broken_error is None:
+                remaining = None if deadline is None else deadline - self.clock()
+                if remaining is not None and remaining <= 0:
+                    raise QueueFull(engine.queue_size)
+                self._not_full.wait(remaining)
+        finally:
+            self._space_waiters -= 1
+        if self.broken_error is not None:
+            raise self.broken_error
+
+    def cancel(self, task: Task[Any]) -> bool:
+        """``Task.cancel``: see there."""
+        with self.lock:
+            verdict = self.engine.cancel(task)
+            slot = task.worker
+            if verdict:
+                self._resolving.append(task)
+                if self._space_waiters:
+                    self._not_full.notify()
+        if verdict:
+            self._settle(task, _CANCELLED, None, None)
+            return True
+        if verdict is None and slot is not None:
+            self.backend.interrupt(slot, task, "cancel")
+            return False
+        return task.cancelled()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until no task is queued, delayed or running; False on timeout."""
+        with self.lock:
+            self._done_waiters += 1
+            try:
+                return self._all_done.wait_for(self._all_finished, timeout)
+            finally:
+                self._done_waiters -= 1
+
+    def _all_finished(self) -> bool:
+        return self.engine.unfinished == 0 and not self._resolving
+
+    def control(self, change: Callable[[Scheduler], Any]) -> Any:
+        """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
+        with self.lock:
+            result = change(self.engine)
+            wakeups = self._take_wakeups()
+        if wakeups:
+            self._dispatch(wakeups)
+        return result
+
+    def join(self, timeout: float | None) -> bool:
+        """After ``close``: wait for every task, then for the workers and the timer to exit."""
+        deadline = None if timeout is None else self.clock() + timeout
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - self.clock())
+
+        if not self.wait(remaining()) or not self.backend.join(remaining()):
+            return False
+        with self.lock:
+            timer = self._timer
+            self._timer_wakeup.notify()
+        if timer is not None and timer is not threading.current_thread():
+            timer.join(remaining())
+        return True
+
+    def stats(self) -> PoolStats:
+        with self.lock:
+            return self.engine.stats()
+
+    def close(self, *, cancel_waiting: bool, stop_running: bool = False) -> list[Task[Any]]:
+        """Accept nothing more; cancel what waits and ask what runs to stop, if told to."""
+        with self.lock:
+            engine = self.engine
+            engine.close()
+            cancelled = engine.cancel_waiting() if cancel_waiting else []
+            self._resolving.extend(cancelled)
+            running = engine.running_tasks() if stop_running else []
+            wakeups = self._take_wakeups()
+            self._not_full.notify_all()
+            self._timer_wakeup.notify()
+        if wakeups:
+            self._dispatch(wakeups)
+        for task in cancelled:
+            self._settle(task, _CANCELLED, None, None)
+        for task in running:
+            self.cancel(task)
+        return cancelled
+
+    # -- the workers' side (WorkerHost) -------------------------------------------------------
+
+    def take(self, slot: WorkerSlot) -> Next:
+        with self.lock:
+            task = self.engine.take(slot, self.clock())
+            wakeups = self._after_take()
+        if wakeups:
+            self._dispatch(wakeups)
+        return task
+
+    def done(
+        self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
+    ) -> Next:
+        engine = self.engine
+        now = self.clock()
+        with self.lock:
+            outcome = engine.complete(slot, task, error, now)
+            if outcome is _STALE:
+                return RETIRE
+            next_task = engine.take(slot, now)
+            final = outcome is not _RETRY
+            if final:
+                self._resolving.append(task)
+            wakeups = self._after_take()
+        if wakeups:
+            self._dispatch(wakeups)
+        if final:
+            self._settle(task, outcome, value, error)
+        return next_task
+
+    def idle_expired(self, slot: WorkerSlot) -> Directive | None:
+        with self.lock:
+            verdict = self.engine.idle_expired(slot)
+            wakeups = self._take_wakeups()
+        if wakeups:
+            self._dispatch(wakeups)
+        return verdict
+
+    def park_timeout(self) -> float | None:
+        return self.engine.park_timeout()
+
+    def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
+        with self.lock:
+            task, outcome = self.engine.lose(slot, error, self.clock())
+            if task is None or outcome is _RETRY:
+                task = outcome = None
+            else:
+                self._resolving.append(task)
+            wakeups = self._after_take()
+        if wakeups:
+            self._dispatch(wakeups)
+        if task is not None and outcome is not None:
+            self._settle(task, outcome, None, error or WorkerCrashed(task.id))
+
+    def exited(self, slot: WorkerSlot) -> None:
+        with self.lock:
+            self.engine.exited(slot)
+
+    def broken(self, slot: WorkerSlot, error: BaseException) -> None:
+        broken = BrokenPool(f"a worker initializer raised {type(error).__name__}: {error}")
+        broken.__cause__ = error
+        with self.lock:
+            if self.broken_error is None:
+                self.broken_error = broken
+            self.engine.lose(slot, None, self.clock())
+            self.engine.close()
+            failed = self.engine.cancel_waiting(Outcome.FAILED)
+            self._resolving.extend(failed)
+            self._take_wakeups()  # a broken pool starts no worker
+            self._not_full.notify_all()
+            self._timer_wakeup.notify()
+        for task in failed:
+            self._settle(task, Outcome.FAILED, None, broken)
+
+    # -- acting on decisions ------------------------------------------------------------------
+
+    def _take_wakeups(self) -> list[WorkerSlot] | None:
+        engine = self.engine
+        wakeups = engine.wakeups
+        if not wakeups:
+            return None
+        engine.wakeups = []
+        return wakeups
+
+    def _after_take(self) -> list[WorkerSlot] | None:
+        """Bookkeeping after the queue shrank: room for submitters, the timer, wake-ups."""
+        if self._space_waiters:
+            self._not_full.notify()
+        if self.engine.timer_dirty:
+            self._kick_timer()
+        return self._take_wakeups()
+
+    def _dispatch(self, wakeups: list[WorkerSlot]) -> None:
+        backend = self.backend
+        for slot in wakeups:
+            if slot.handle is None:
+                try:
+                    backend.start(slot)
+                except BaseException as exc:
+                    self.lost(slot, exc)
+                    raise
+            else:
+                backend.wake(slot)
+
+    def _settle(
+        self, task: Task[Any], outcome: Outcome, value: Any, error: BaseException | None
+    ) -> None:
+        """Resolve a task's future to its counted outcome; then tell ``wait()`` if it waits."""
+        if outcome is _SUCCEEDED:
+            task.set_result(value)
+        elif outcome is _CANCELLED:
+            task._mark_cancelled()
+        else:
+            task.set_exception(error)
+        self._resolving.remove(task)
+        if self._done_waiters:
+            with self.lock:
+                if self._all_finished():
+                    self._all_done.notify_all()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _kick_timer(self) -> None:
+        """Called under the lock when the next timed event moved earlier."""
+        if self._timer is None:
+            self._timer = threading.Thread(
+                target=self._run_timer, name="workpool-timer", daemon=True
+            )
+            self._timer.start()
+        else:
+            self._timer_wakeup.notify()
+
+    def _run_timer(self) -> None:
+        lock, engine = self.lock, self.engine
+        with lock:
+            try:
+                while True:
+                    now = self.clock()
+                    expired = engine.poll(now)
+                    wakeups = self._take_wakeups()
+                    if expired or wakeups:
+                        self._resolving.extend(t for t, _, o in expired if o is not _RETRY)
+                        lock.release()
+                        try:
+                            self._expire(expired, wakeups)
+                        finally:
+                            lock.acquire()
+                        continue
+                    next_time = engine.next_wakeup()
+                    if next_time is None or (engine.closed and engine.unfinished == 0):
+                        return  # a later timed event starts a new timer
+                    self._timer_wakeup.wait(next_time - now)
+            finally:
+                self._timer = None
+
+    def _expire(
+        self, expired: list[tuple[Task[Any], WorkerSlot, Outcome]], wakeups: list[WorkerSlot] | None
+    ) -> None:
+        for task, slot, _ in expired:
+            self.backend.interrupt(slot, task, "timeout")
+        if wakeups:
+            self._dispatch(wakeups)
+        for task, _, outcome in expired:
+            if outcome is not _RETRY:
+                self._settle(task, outcome, None, TaskTimeout(task.id, task.options.timeout))

@@ -1,0 +1,15 @@
+"""The scheduler: events in, decisions out; no threads, processes or awaits inside."""
+
+from .queue import ReadyQueue
+from .scheduler import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
+
+__all__ = [
+    "RETIRE",
+    "Directive",
+    "Next",
+    "Outcome",
+    "ReadyQueue",
+    "Scheduler",
+    "SlotState",
+    "WorkerSlot",
+]

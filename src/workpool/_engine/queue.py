@@ -1,0 +1,66 @@
+"""The ready queue: priorities, FIFO among equals, and aging so nothing starves.
+
+A task's place is fixed when it is queued: ``key = aging * enqueued_at - priority`` and the
+smallest key runs first. Its effective priority ``priority + aging * waited`` grows with time at
+the same rate for every task, so comparing effective priorities at any instant is comparing keys:
+aging costs nothing at dequeue time. With ``aging`` in priority points per second, a task of
+priority 0 that waited ``d`` seconds outranks a fresh one of priority ``aging * d``.
+
+Priority-0 tasks (the common case) arrive with growing keys, so they keep in a deque; the rest sit
+in a heap; the next task is the smaller of the two heads. Cancelled tasks are left in place and
+skipped when they reach the front.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Any
+
+from .._task import Task, TaskState
+
+_QUEUED = TaskState.QUEUED
+
+
+class ReadyQueue:
+    """Tasks ready to run, best first. Not thread-safe: the scheduler's caller locks."""
+
+    __slots__ = ("_aging", "_fifo", "_heap", "_seq")
+
+    def __init__(self, aging: float) -> None:
+        self._aging = aging
+        self._fifo: deque[Task[Any]] = deque()
+        self._heap: list[tuple[float, int, Task[Any]]] = []
+        self._seq = 0
+
+    def push(self, task: Task[Any], now: float) -> None:
+        priority = task.options.priority
+        task._key = key = self._aging * now - priority
+        if priority == 0 and (not self._fifo or self._fifo[-1]._key <= key):
+            self._fifo.append(task)
+        else:
+            self._seq += 1
+            heapq.heappush(self._heap, (key, self._seq, task))
+
+    def pop(self) -> Task[Any] | None:
+        """The best queued task, or None; skips tasks cancelled while they waited."""
+        fifo, heap = self._fifo, self._heap
+        while True:
+            if heap and (not fifo or heap[0][0] < fifo[0]._key):
+                task = heapq.heappop(heap)[2]
+            elif fifo:
+                task = fifo.popleft()
+            else:
+                return None
+            if task._wp_state is _QUEUED:
+                return task
+
+    def drain(self) -> list[Task[Any]]:
+        """Remove and return every task still queued, in run order."""
+        tasks = []
+        while (task := self.pop()) is not None:
+            tasks.append(task)
+        return tasks
+
+    def __iter__(self) -> Any:
+        return (t for t in (*self._fifo, *(e[2] for e in self._heap)) if t._wp_state is _QUEUED)

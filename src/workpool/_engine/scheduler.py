@@ -1,0 +1,489 @@
+"""The scheduler: every decision a pool makes, and none of its I/O.
+
+It owns the ready queue, the retry timers, the deadlines, the worker slots and the counters.
+It starts no thread, touches no process and awaits nothing: the pool calls it under one lock with
+an event ("this task was submitted", "this worker wants work", "this attempt ended", "time is
+now T") and the current time, and carries out what it decides after releasing the lock. Workers
+to start or wake collect in ``wakeups``; everything else comes back as a return value. Because
+time only comes in as an argument, tests drive it with a manual clock and no threads.
+
+A worker slot moves through::
+
+    STARTING ──take──> BUSY <──take──> IDLE ──(woken)──> WOKEN ──take──> BUSY
+        └──────────────── any of them ──retire──> RETIRED        BUSY ──lose──> LOST
+"""
+
+from __future__ import annotations
+
+import enum
+import heapq
+import random
+from collections.abc import Callable
+from concurrent.futures import CancelledError
+from typing import Any, Final, Literal, TypeAlias
+
+from .._errors import PoolClosed, TaskTimeout, WorkerCrashed
+from .._stats import PoolStats
+from .._task import Task, TaskState
+from .queue import ReadyQueue
+
+_QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
+
+
+class SlotState(enum.Enum):
+    STARTING = "starting"
+    IDLE = "idle"
+    WOKEN = "woken"
+    BUSY = "busy"
+    LOST = "lost"
+    RETIRED = "retired"
+
+
+class WorkerSlot:
+    """The scheduler's record of one worker; the backend keeps its thread or process in
+    ``handle``."""
+
+    __slots__ = ("handle", "id", "state", "task", "tasks_done")
+
+    def __init__(self, slot_id: int) -> None:
+        self.id = slot_id
+        self.state = SlotState.STARTING
+        self.task: Task[Any] | None = None
+        self.tasks_done = 0
+        self.handle: Any = None
+
+    def __repr__(self) -> str:
+        return f"<WorkerSlot {self.id} {self.state.value}>"
+
+
+class Directive(enum.Enum):
+    """What the scheduler tells a worker besides "run this task" and "park"."""
+
+    RETIRE = "retire"
+    """Exit now."""
+    WOKEN = "woken"
+    """A wake-up is already on its way to this parked worker: take it."""
+
+
+RETIRE: Final = Directive.RETIRE
+Next: TypeAlias = "Task[Any] | Literal[Directive.RETIRE] | None"
+"""What a worker gets when it asks for work: a task, None (park), or RETIRE."""
+
+
+class Outcome(enum.Enum):
+    """What became of an attempt that ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    RETRY = "retry"
+    """The task is queued again (now or after its backoff): nothing to resolve."""
+    STALE = "stale"
+    """The attempt had already been concluded (timed out, lost): ignore what it returned."""
+
+
+_FINAL_STATE = {
+    Outcome.SUCCEEDED: TaskState.SUCCEEDED,
+    Outcome.FAILED: TaskState.FAILED,
+    Outcome.CANCELLED: TaskState.CANCELLED,
+    Outcome.TIMED_OUT: TaskState.TIMED_OUT,
+}
+
+
+class Scheduler:
+    """Queue, retries, deadlines, scaling and counters for one pool. The caller holds a lock."""
+
+    def __init__(
+        self,
+        *,
+        min_workers: int,
+        max_workers: int,
+        queue_size: int = 0,
+        idle_timeout: float | None = None,
+        aging: float = 1.0,
+        max_tasks_per_worker: int | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._queue = ReadyQueue(aging)
+        self._delayed: list[tuple[float, int, Task[Any]]] = []
+        self._deadlines: list[tuple[float, int, Task[Any], int]] = []
+        self._idle: list[WorkerSlot] = []
+        self._slots: dict[int, WorkerSlot] = {}
+        self._next_slot = 0
+        self._rng = rng
+        self.queue_size = queue_size
+        self.idle_timeout = idle_timeout
+        self.max_tasks_per_worker = max_tasks_per_worker
+        self.wakeups: list[WorkerSlot] = []
+        self.timer_dirty = False
+        self.paused = False
+        self.closed = False
+        self.queued = self.delayed = self.busy = self.waking = self.lost_alive = 0
+        self.submitted = self.succeeded = self.failed = self.cancelled = self.timed_out = 0
+        self.retried = self.crashed = self.started = self.ended = 0
+        self.wait_total = self.wait_max = self.run_total = self.run_max = 0.0
+        self.min_workers = self.max_workers = 0
+        self.set_bounds(min_workers, max_workers)
+
+    # -- configuration ------------------------------------------------------------------------
+
+    def set_bounds(self, min_workers: int, max_workers: int) -> None:
+        """Change the worker bounds; extra workers retire as they come for work."""
+        if not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be an int >= 1, not {max_workers!r}")
+        if not isinstance(min_workers, int) or not 0 <= min_workers <= max_workers:
+            raise ValueError(
+                f"min_workers must be an int between 0 and max_workers ({max_workers}), "
+                f"not {min_workers!r}"
+            )
+        self.min_workers, self.max_workers = min_workers, max_workers
+        excess = len(self._slots) - max_workers
+        while excess > 0 and self._idle:  # busy ones retire when they next take
+            self._wake(self._idle.pop())
+            excess -= 1
+        self._refill()
+
+    @property
+    def live(self) -> int:
+        return len(self._slots)
+
+    @property
+    def full(self) -> bool:
+        return 0 < self.queue_size <= self.queued
+
+    @property
+    def unfinished(self) -> int:
+        return self.queued + self.delayed + self.busy
+
+    # -- events from the submitting side ------------------------------------------------------
+
+    def submit(self, task: Task[Any], now: float) -> None:
+        """Queue a new task. The caller checks ``full`` first if it wants backpressure."""
+        if self.closed:
+            raise PoolClosed()
+        self.submitted += 1
+        self._enqueue(task, now)
+
+    def cancel(self, task: Task[Any]) -> bool | None:
+        """True: it was waiting and is now cancelled. None: it runs and was asked to stop.
+
+        False: it had already finished.
+        """
+        state = task._wp_state
+        if state is _QUEUED:
+            if any(entry[2] is task for entry in self._delayed):
+                self.delayed -= 1  # its heap entry is skipped when it comes due
+            else:
+                self.queued -= 1
+            self._finish(task, Outcome.CANCELLED)
+            return True
+        if state is _RUNNING:
+            task._cancel_requested = True
+            return None
+        return False
+
+    def cancel_waiting(self, outcome: Outcome = Outcome.CANCELLED) -> list[Task[Any]]:
+        """End every task that is not running yet as ``outcome``, and return them."""
+        tasks = self._queue.drain() + [e[2] for e in self._delayed if e[2]._wp_state is _QUEUED]
+        self._delayed.clear()
+        self.queued = self.delayed = 0
+        for task in tasks:
+            self._finish(task, outcome)
+        return tasks
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
+        self._refill()
+
+    def close(self) -> None:
+        """Accept nothing more; idle workers are woken to drain the queue or retire."""
+        self.closed = True
+        self.paused = False
+        while self._idle:
+            self._wake(self._idle.pop())
+        self._refill()
+
+    # -- events from workers ------------------------------------------------------------------
+
+    def take(self, slot: WorkerSlot, now: float) -> Next:
+        """The next task for ``slot``; None: park it as idle; RETIRE: it must exit."""
+        if slot.state is SlotState.STARTING or slot.state is SlotState.WOKEN:
+            self.waking -= 1
+        limit = self.max_tasks_per_worker
+        if len(self._slots) > self.max_workers or (limit and slot.tasks_done >= limit):
+            return self._retire(slot)
+        if not self.paused:
+            task = self._queue.pop()
+            if task is not None:
+                self._start(slot, task, now)
+                return task
+            if self.closed and not self.delayed:
+                return self._retire(slot)
+        slot.state = SlotState.IDLE
+        self._idle.append(slot)
+        return None
+
+    def idle_expired(self, slot: WorkerSlot) -> Directive | None:
+        """A parked worker waited ``idle_timeout`` for work: RETIRE it, or None to park again.
+
+        Returns ``WOKEN`` when a wake-up is already on its way to it.
+        """
+        if slot.state is not SlotState.IDLE:
+            return Directive.WOKEN
+        if len(self._slots) > self.min_workers:
+            self._idle.remove(slot)
+            return self._retire(slot)
+        return None
+
+    def park_timeout(self) -> float | None:
+        """How long an idle worker waits before asking ``idle_expired`` (None: forever)."""
+        if self.min_workers == self.max_workers or self.idle_timeout is None:
+            return None
+        return self.idle_timeout
+
+    def complete(
+        self, slot: WorkerSlot, task: Task[Any], error: BaseException | None, now: float
+    ) -> Outcome:
+        """The attempt of ``task`` on ``slot`` ended with ``error`` (None: success)."""
+        if task.worker is not slot or task._wp_state is not _RUNNING:
+            if slot.state is SlotState.LOST:
+                self.lost_alive -= 1
+                slot.state = SlotState.RETIRED
+            return Outcome.STALE
+        self._end_attempt(slot, task, now)
+        slot.state = SlotState.BUSY
+        slot.tasks_done += 1
+        if error is None:
+            return self._finish(task, Outcome.SUCCEEDED)
+        if isinstance(error, CancelledError) and task._cancel_requested:
+            return self._finish(task, Outcome.CANCELLED)
+        timed_out = isinstance(error, TaskTimeout) and (
+            task._expired or (task._deadline is not None and now >= task._deadline)
+        )
+        return self._fail_attempt(
+            task, error, Outcome.TIMED_OUT if timed_out else Outcome.FAILED, now
+        )
+
+    def lose(
+        self, slot: WorkerSlot, error: BaseException | None, now: float, *, gone: bool = True
+    ) -> tuple[Task[Any] | None, Outcome | None]:
+        """The worker of ``slot`` died or was stopped; its task, if any, ends with ``error``.
+
+        ``gone``: the worker is already dead; otherwise it counts in ``lost_alive`` until
+        ``complete`` (a thread) or ``exited`` (a process) says it is gone.
+        """
+        task = slot.task
+        was_idle = slot.state is SlotState.IDLE
+        self._detach(slot, gone=gone)
+        if was_idle:
+            self._idle.remove(slot)
+        outcome = None
+        if task is not None:
+            self._end_attempt(slot, task, now)
+            if isinstance(error, CancelledError):
+                outcome = self._finish(task, Outcome.CANCELLED)
+            else:
+                kind = Outcome.TIMED_OUT if isinstance(error, TaskTimeout) else Outcome.FAILED
+                outcome = self._fail_attempt(task, error or WorkerCrashed(task.id), kind, now)
+        if len(self._slots) < self.min_workers:
+            self.wakeups.append(self.new_slot())  # a replacement keeps capacity whole
+        self._refill()
+        return task, outcome
+
+    def exited(self, slot: WorkerSlot) -> None:
+        """A lost worker is finally gone."""
+        if slot.state is SlotState.LOST:
+            self.lost_alive -= 1
+            slot.state = SlotState.RETIRED
+
+    def new_slot(self) -> WorkerSlot:
+        """A slot for a worker that the caller starts now (used to pre-start workers)."""
+        slot = WorkerSlot(self._next_slot)
+        self._next_slot += 1
+        self._slots[slot.id] = slot
+        self.waking += 1
+        return slot
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def next_wakeup(self) -> float | None:
+        """When ``poll`` next has something to do, or None."""
+        self.timer_dirty = False
+        times = [self._deadlines[0][0]] if self._deadlines else []
+        if self._delayed:
+            times.append(self._delayed[0][0])
+        return min(times) if times else None
+
+    def poll(self, now: float) -> list[tuple[Task[Any], WorkerSlot, Outcome]]:
+        """Queue the retries that are due; end the attempts past their deadline.
+
+        Returns ``(task, slot, outcome)`` for each attempt that timed out: its slot is LOST
+        and the caller must stop (process) or abandon (thread) that worker.
+        """
+        delayed = self._delayed
+        while delayed and delayed[0][0] <= now:
+            task = heapq.heappop(delayed)[2]
+            if task._wp_state is _QUEUED:  # not cancelled while it waited
+                self.delayed -= 1
+                self._enqueue(task, now)
+        expired = []
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, task, attempt = heapq.heappop(deadlines)
+            if task._wp_state is _RUNNING and task.attempts == attempt and task.worker:
+                slot = task.worker
+                task._expired = True
+                _, outcome = self.lose(
+                    slot, TaskTimeout(task.id, task.options.timeout), now, gone=False
+                )
+                assert outcome is not None
+                expired.append((task, slot, outcome))
+        return expired
+
+    # -- snapshot -----------------------------------------------------------------------------
+
+    def stats(self) -> PoolStats:
+        return PoolStats(
+            workers=len(self._slots),
+            idle=len(self._idle),
+            busy=self.busy,
+            queued=self.queued,
+            delayed=self.delayed,
+            submitted=self.submitted,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            cancelled=self.cancelled,
+            timed_out=self.timed_out,
+            retried=self.retried,
+            crashed=self.crashed,
+            abandoned=self.lost_alive,
+            paused=self.paused,
+            closed=self.closed,
+            min_workers=self.min_workers,
+            max_workers=self.max_workers,
+            queue_wait_total=self.wait_total,
+            queue_wait_max=self.wait_max,
+            run_time_total=self.run_total,
+            run_time_max=self.run_max,
+            started=self.started,
+            ended=self.ended,
+        )
+
+    def running_tasks(self) -> list[Task[Any]]:
+        return [slot.task for slot in self._slots.values() if slot.task is not None]
+
+    def waiting_tasks(self) -> list[Task[Any]]:
+        delayed = [e[2] for e in self._delayed if e[2]._wp_state is _QUEUED]
+        return [*self._queue, *delayed]
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _enqueue(self, task: Task[Any], now: float) -> None:
+        task._enqueued_at = now
+        self._queue.push(task, now)
+        self.queued += 1
+        if not self.paused and self.queued > self.waking:
+            self._refill()
+
+    def _refill(self) -> None:
+        """Wake idle workers, then start new ones, until every ready task has one coming."""
+        if self.paused:
+            return
+        while self.queued > self.waking:
+            if self._idle:
+                self._wake(self._idle.pop())
+            elif len(self._slots) < self.max_workers:
+                self.wakeups.append(self.new_slot())
+            else:
+                return
+
+    def _wake(self, slot: WorkerSlot) -> None:
+        slot.state = SlotState.WOKEN
+        self.waking += 1
+        self.wakeups.append(slot)
+
+    def _start(self, slot: WorkerSlot, task: Task[Any], now: float) -> None:
+        self.queued -= 1
+        self.busy += 1
+        self.started += 1
+        slot.state = SlotState.BUSY
+        slot.task = task
+        task.worker = slot
+        task._wp_state = _RUNNING
+        task.attempts += 1
+        task._expired = False
+        task._started_at = now
+        waited = now - task._enqueued_at
+        self.wait_total += waited
+        if waited > self.wait_max:
+            self.wait_max = waited
+        timeout = task.options.timeout
+        if timeout is not None:
+            deadline = task._deadline = now + timeout
+            if not self._deadlines or deadline < self._deadlines[0][0]:
+                self.timer_dirty = True
+            heapq.heappush(self._deadlines, (deadline, task._seq, task, task.attempts))
+
+    def _end_attempt(self, slot: WorkerSlot, task: Task[Any], now: float) -> None:
+        self.busy -= 1
+        self.ended += 1
+        slot.task = None
+        task.worker = None
+        ran = now - task._started_at
+        self.run_total += ran
+        if ran > self.run_max:
+            self.run_max = ran
+
+    def _fail_attempt(
+        self, task: Task[Any], error: BaseException, kind: Outcome, now: float
+    ) -> Outcome:
+        options = task.options
+        if task.attempts > options.retries or not options.retry.should_retry(error):
+            if isinstance(error, WorkerCrashed):
+                self.crashed += 1
+            return self._finish(task, kind)
+        self.retried += 1
+        task._wp_state = _QUEUED
+        delay = options.retry.delay(task.attempts, self._rng)
+        if delay <= 0:
+            self._enqueue(task, now)
+        else:
+            self.delayed += 1
+            due = now + delay
+            if not self._delayed or due < self._delayed[0][0]:
+                self.timer_dirty = True
+            heapq.heappush(self._delayed, (due, task._seq, task))
+        return Outcome.RETRY
+
+    def _finish(self, task: Task[Any], outcome: Outcome) -> Outcome:
+        task._wp_state = _FINAL_STATE[outcome]
+        task._deadline = None
+        if outcome is Outcome.SUCCEEDED:
+            self.succeeded += 1
+        elif outcome is Outcome.FAILED:
+            self.failed += 1
+        elif outcome is Outcome.CANCELLED:
+            self.cancelled += 1
+        else:
+            self.timed_out += 1
+        return outcome
+
+    def _retire(self, slot: WorkerSlot) -> Literal[Directive.RETIRE]:
+        slot.state = SlotState.RETIRED
+        del self._slots[slot.id]
+        self._refill()  # a recycled worker (max_tasks_per_worker) leaves a replacement
+        return RETIRE
+
+    def _detach(self, slot: WorkerSlot, *, gone: bool) -> None:
+        if slot.state is SlotState.STARTING or slot.state is SlotState.WOKEN:
+            self.waking -= 1
+        del self._slots[slot.id]
+        if gone:
+            slot.state = SlotState.RETIRED
+        else:
+            slot.state = SlotState.LOST
+            self.lost_alive += 1

@@ -1,0 +1,355 @@
+"""Pool: the public, synchronous face of a pool, on any backend."""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, as_completed
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from ._backends import backend_class
+from ._core import PoolCore
+from ._engine import Scheduler
+from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
+from ._stats import PoolStats
+from ._streams import MapStream
+from ._task import Task
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+
+
+@dataclass(frozen=True)
+class ShutdownReport:
+    """What ``shutdown`` left behind when it returned."""
+
+    completed: bool
+    """Every task finished and every worker stopped before ``shutdown`` returned."""
+    cancelled: tuple[Task[Any], ...]
+    """Tasks that this shutdown cancelled before they ran."""
+    running: tuple[Task[Any], ...]
+    """Tasks still running when it returned."""
+    queued: tuple[Task[Any], ...]
+    """Tasks still waiting to run when it returned (they still run unless cancelled)."""
+    stats: PoolStats
+
+    @property
+    def finished(self) -> int:
+        """Tasks finished, in any outcome, over the pool's life."""
+        return self.stats.finished
+
+
+class Pool(Executor):
+    """A pool of workers with a bounded, prioritised queue and supervised tasks.
+
+    ``Pool(workers=4)`` keeps up to four workers; ``Pool(min_workers=1, max_workers=16)`` grows
+    while work waits and retires workers idle for ``idle_timeout`` seconds. ``queue_size`` bounds
+    the tasks waiting to run (0: unbounded): ``submit`` then waits for room and ``try_submit``
+    raises ``QueueFull``. ``priority_aging`` is how many priority points a waiting task gains per
+    second, so that no task waits forever (0 turns aging off).
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        backend: str = "thread",
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+        queue_size: int = 0,
+        idle_timeout: float | None = 10.0,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_worker: int | None = None,
+        priority_aging: float = 1.0,
+        **backend_options: Any,
+    ) -> None:
+        backend_cls = backend_class(backend)
+        low, high = _bounds(workers, min_workers, max_workers, backend_cls.default_workers)
+        _check_args(queue_size, idle_timeout, max_tasks_per_worker, priority_aging, initializer)
+        engine = Scheduler(
+            min_workers=low,
+            max_workers=high,
+            queue_size=queue_size,
+            idle_timeout=idle_timeout,
+            aging=priority_aging,
+            max_tasks_per_worker=max_tasks_per_worker,
+        )
+        options = dict(backend_options, initializer=initializer, initargs=tuple(initargs))
+        self._backend_name = backend
+        self._core = PoolCore(engine, backend_cls, options)
+        _live_pools.add(self)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
+        """Schedule ``fn(*args, **kwargs)``; waits for room while the queue is full."""
+        task = Task(fn, args, kwargs, DEFAULT_OPTIONS, self._core)
+        self._core.submit(task, block=True)
+        return task
+
+    def try_submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
+        """As ``submit``, but raise ``QueueFull`` at once instead of waiting for room."""
+        task = Task(fn, args, kwargs, DEFAULT_OPTIONS, self._core)
+        self._core.submit(task, block=False)
+        return task
+
+    def options(
+        self,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        retry: RetryPolicy | None = None,
+        name: str | None = None,
+        submit_timeout: float | None = None,
+    ) -> TaskOptionsView:
+        """Submit with these options: ``pool.options(timeout=2, retries=3).submit(fn, x)``.
+
+        ``submit_timeout`` bounds how long ``submit`` waits for room in a full queue before it
+        raises ``QueueFull``.
+        """
+        changes = {
+            key: value
+            for key, value in (
+                ("priority", priority),
+                ("timeout", timeout),
+                ("retries", retries),
+                ("retry", retry),
+                ("name", name),
+            )
+            if value is not None
+        }
+        return TaskOptionsView(self, DEFAULT_OPTIONS.merged(**changes), submit_timeout)
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        ordered: bool = True,
+        window: int | None = None,
+    ) -> Iterator[T]:
+        """Lazily apply ``fn`` over the zipped ``iterables``, ``window`` tasks in flight at most.
+
+        Results come in input order, or as they complete with ``ordered=False``. ``timeout``
+        bounds the whole iteration, as in ``Executor.map``. ``chunksize`` is accepted for
+        compatibility; threads gain nothing from it.
+        """
+        return self._map(fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize)
+
+    def _map(
+        self,
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[Any], ...],
+        options: TaskOptions,
+        submit_timeout: float | None,
+        timeout: float | None,
+        ordered: bool,
+        window: int | None,
+        chunksize: int,
+    ) -> Iterator[T]:
+        if chunksize < 1:
+            raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+        core = self._core
+
+        def submit(args: tuple[Any, ...]) -> Task[Any]:
+            task = Task(fn, args, {}, options, core)
+            core.submit(task, block=True, timeout=submit_timeout)
+            return task
+
+        if window is None:
+            window = max(16, 4 * core.engine.max_workers)
+        items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map does
+        stream = MapStream(submit, items, window=window, ordered=ordered, timeout=timeout)
+        return stream.results()
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    def as_completed(
+        self, tasks: Iterable[Task[T]], timeout: float | None = None
+    ) -> Iterator[Task[T]]:
+        """Yield ``tasks`` as they finish (``concurrent.futures.as_completed``)."""
+        return as_completed(tasks, timeout)  # type: ignore[return-value]
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """The wait group: block until every task submitted so far has finished.
+
+        Returns False if ``timeout`` seconds passed first.
+        """
+        return self._core.wait(timeout)
+
+    # -- control ------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        """Start no new task until ``resume``; running tasks go on."""
+        self._core.control(Scheduler.pause)
+
+    def resume(self) -> None:
+        self._core.control(Scheduler.resume)
+
+    def resize(
+        self,
+        workers: int | None = None,
+        *,
+        min_workers: int | None = None,
+        max_workers: int | None = None,
+    ) -> None:
+        """Change the worker count (``resize(8)``) or the autoscaling bounds at run time.
+
+        Extra workers leave when they finish their current task.
+        """
+        engine = self._core.engine
+        if workers is not None:
+            if min_workers is not None or max_workers is not None:
+                raise TypeError("give workers, or min_workers/max_workers, not both")
+            low = high = workers
+        else:
+            high = engine.max_workers if max_workers is None else max_workers
+            low = min(engine.min_workers, high) if min_workers is None else min_workers
+        self._core.control(lambda e: e.set_bounds(low, high))
+
+    def stats(self) -> PoolStats:
+        """A consistent snapshot of the counters."""
+        return self._core.stats()
+
+    # -- shutting down ------------------------------------------------------------------------
+
+    def shutdown(  # type: ignore[override]  # returns a report where Executor returns None
+        self,
+        wait: bool = True,
+        *,
+        cancel_futures: bool = False,
+        timeout: float | None = None,
+    ) -> ShutdownReport:
+        """Accept no new task; then, if ``wait``, drain the queue and stop the workers.
+
+        ``cancel_futures`` cancels the tasks not started yet. With ``timeout``, return by then
+        whatever still runs; the report says what was cancelled and what was left. Threads
+        abandoned after a timeout are never waited for. Calling it again is harmless.
+        """
+        cancelled = self._core.close(cancel_waiting=cancel_futures)
+        completed = self._core.join(timeout) if wait else False
+        return self._report(completed, cancelled)
+
+    def _report(self, completed: bool, cancelled: list[Task[Any]]) -> ShutdownReport:
+        core = self._core
+        with core.lock:
+            running = tuple(core.engine.running_tasks())
+            queued = tuple(core.engine.waiting_tasks())
+            stats = core.engine.stats()
+        return ShutdownReport(completed, tuple(cancelled), running, queued, stats)
+
+    def _abort(self) -> None:
+        """Ctrl-C: cancel what waits, ask what runs to stop, and return without waiting."""
+        _live_pools.discard(self)  # nor wait for it at interpreter exit
+        self._core.close(cancel_waiting=True, stop_running=True)
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.shutdown(wait=True)
+        elif issubclass(exc_type, Exception):
+            # The block failed: what it queued is unwanted, and running tasks are asked to stop.
+            self._core.close(cancel_waiting=True, stop_running=True)
+            self._core.join(None)
+        else:
+            self._abort()  # KeyboardInterrupt, SystemExit: never hang on the way out
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        state = " closed" if s.closed else " paused" if s.paused else ""
+        return (
+            f"<Pool {self._backend_name}{state} workers={s.workers} busy={s.busy} "
+            f"queued={s.queued}>"
+        )
+
+
+class TaskOptionsView:
+    """``pool.options(...)``: submit and map with fixed per-task options."""
+
+    __slots__ = ("_options", "_pool", "_submit_timeout")
+
+    def __init__(self, pool: Pool, options: TaskOptions, submit_timeout: float | None) -> None:
+        self._pool = pool
+        self._options = options
+        self._submit_timeout = submit_timeout
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
+        core = self._pool._core
+        task = Task(fn, args, kwargs, self._options, core)
+        core.submit(task, block=True, timeout=self._submit_timeout)
+        return task
+
+    def try_submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
+        core = self._pool._core
+        task = Task(fn, args, kwargs, self._options, core)
+        core.submit(task, block=False)
+        return task
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        ordered: bool = True,
+        window: int | None = None,
+    ) -> Iterator[T]:
+        return self._pool._map(
+            fn, iterables, self._options, self._submit_timeout, timeout, ordered, window, chunksize
+        )
+
+    def __repr__(self) -> str:
+        return f"<TaskOptionsView {self._options!r}>"
+
+
+def _bounds(
+    workers: int | None,
+    min_workers: int | None,
+    max_workers: int | None,
+    default: Callable[[], int],
+) -> tuple[int, int]:
+    if workers is not None:
+        if min_workers is not None or max_workers is not None:
+            raise TypeError("give workers, or min_workers/max_workers, not both")
+        if not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be an int >= 1, not {workers!r}")
+        return workers, workers
+    if max_workers is None:
+        max_workers = max(default(), min_workers or 0)
+        if min_workers is None:
+            return max_workers, max_workers
+    return (0 if min_workers is None else min_workers), max_workers
+
+
+def _check_args(
+    queue_size: int,
+    idle_timeout: float | None,
+    max_tasks_per_worker: int | None,
+    priority_aging: float,
+    initializer: Callable[..., object] | None,
+) -> None:
+    if not isinstance(queue_size, int) or queue_size < 0:
+        raise ValueError(f"queue_size must be an int >= 0 (0: unbounded), not {queue_size!r}")
+    if idle_timeout is not None and not idle_timeout > 0:
+        raise ValueError(f"idle_timeout must be > 0 or None, not {idle_timeout!r}")
+    if max_tasks_per_worker is not None and (
+        not isinstance(max_tasks_per_worker, int) or max_tasks_per_worker < 1
+    ):
+        raise ValueError(f"max_tasks_per_worker must be an int >= 1, not {max_tasks_per_worker!r}")
+    if not priority_aging >= 0:
+        raise ValueError(f"priority_aging must be >= 0, not {priority_aging!r}")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be callable")
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    # As the stdlib executors do: let submitted work finish before the interpreter goes.
+    for pool in list(_live_pools):
+        pool.shutdown(wait=True)

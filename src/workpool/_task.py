@@ -1,0 +1,202 @@
+"""Task (the future a submission returns), its states, and the in-task context."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from ._errors import TaskTimeout
+from ._options import TaskOptions
+
+if TYPE_CHECKING:
+    from ._engine import WorkerSlot
+
+T = TypeVar("T")
+
+_ids = itertools.count(1)
+
+
+class TaskState(enum.Enum):
+    """Where a task is in its life; the last four are final."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+
+    @property
+    def finished(self) -> bool:
+        return self not in (TaskState.QUEUED, TaskState.RUNNING)
+
+
+class _Owner(Protocol):
+    def cancel(self, task: Task[Any]) -> bool: ...
+
+
+class Task(Future[T], Generic[T]):
+    """One submitted call: a ``concurrent.futures.Future`` that also knows its state and attempts.
+
+    ``attempts`` counts the runs started so far; a retried task keeps one ``Task`` across all of
+    its attempts. ``result()`` raises the last attempt's error.
+    """
+
+    # The scheduler reads and writes these under the pool's lock.
+    __slots__ = (
+        "_cancel_requested",
+        "_deadline",
+        "_enqueued_at",
+        "_expired",
+        "_key",
+        "_owner",
+        "_seq",
+        "_started_at",
+        "_wp_state",
+        "args",
+        "attempts",
+        "fn",
+        "kwargs",
+        "options",
+        "worker",
+    )
+
+    def __init__(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        owner: _Owner | None = None,
+    ) -> None:
+        super().__init__()
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options
+        self.attempts = 0
+        self.worker: WorkerSlot | None = None
+        self._owner = owner
+        self._seq = next(_ids)
+        self._wp_state = TaskState.QUEUED
+        self._cancel_requested = False
+        self._expired = False
+        self._deadline: float | None = None
+        self._enqueued_at = 0.0
+        self._started_at = 0.0
+        self._key = 0.0
+
+    @property
+    def id(self) -> str:
+        """A process-unique identifier, such as ``"t42"``."""
+        return f"t{self._seq}"
+
+    @property
+    def name(self) -> str:
+        """The task's name option, or its function's name."""
+        return self.options.name or getattr(self.fn, "__qualname__", None) or repr(self.fn)
+
+    @property
+    def state(self) -> TaskState:
+        return self._wp_state
+
+    def running(self) -> bool:
+        return self._wp_state is TaskState.RUNNING
+
+    def cancel(self) -> bool:
+        """Cancel a queued task at once (True); ask a running one to stop (False until it does).
+
+        A running thread task learns of it through ``current_task().cancelled``/``check()``;
+        a running process task is stopped. A finished task is left as it is.
+        """
+        if self._owner is None:
+            return self._mark_cancelled()
+        return self._owner.cancel(self)
+
+    def _mark_cancelled(self) -> bool:
+        """Resolve as cancelled and tell every waiter, including ``wait``/``as_completed``."""
+        if not Future.cancel(self):
+            return False
+        # The stdlib notifies waiters only in set_running_or_notify_cancel, which no worker
+        # will call for a task it never takes: call it now so wait()/as_completed() see it.
+        self.set_running_or_notify_cancel()
+        return True
+
+    def __repr__(self) -> str:
+        return f"<Task {self.id} {self.name} state={self._wp_state.value} attempts={self.attempts}>"
+
+
+class TaskContext:
+    """What a running task can ask about itself: ``current_task()`` returns one."""
+
+    __slots__ = ("_attempt", "_task")
+
+    def __init__(self, task: Task[Any], attempt: int) -> None:
+        self._task = task
+        self._attempt = attempt
+
+    @property
+    def id(self) -> str:
+        return self._task.id
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first run, 2 for the first retry, and so on."""
+        return self._attempt
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the task was asked to stop: cancelled, or past its deadline."""
+        return self._task._cancel_requested or self.timed_out
+
+    @property
+    def timed_out(self) -> bool:
+        """Whether this attempt is past its deadline (or was given up on for it)."""
+        task = self._task
+        if task.attempts != self._attempt:
+            return True  # a later attempt has begun: this one was abandoned
+        deadline = task._deadline
+        return task._expired or (deadline is not None and time.monotonic() >= deadline)
+
+    @property
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` value this attempt must end by, or None."""
+        return self._task._deadline
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (never below 0), or None without one."""
+        deadline = self._task._deadline
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def check(self) -> None:
+        """Raise ``TaskTimeout`` past the deadline, ``CancelledError`` once cancelled."""
+        task = self._task
+        if self.timed_out:
+            raise TaskTimeout(task.id, task.options.timeout)
+        if task._cancel_requested:
+            raise CancelledError(f"task {task.id} was cancelled")
+
+    def __repr__(self) -> str:
+        return f"<TaskContext {self.id} attempt={self.attempt} cancelled={self.cancelled}>"
+
+
+_current: ContextVar[tuple[Task[Any], int] | None] = ContextVar(
+    "workpool_current_task", default=None
+)
+"""The running task and its attempt number, set by the worker around each call."""
+
+
+def current_task() -> TaskContext:
+    """The context of the task running in this thread or coroutine.
+
+    Raises ``RuntimeError`` outside a workpool task.
+    """
+    running = _current.get()
+    if running is None:
+        raise RuntimeError("current_task() was called outside a workpool task")
+    return TaskContext(*running)

@@ -1,0 +1,33 @@
+"""Helpers for the tests: bounded waits on conditions, and the counters' invariant."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import workpool
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds.
+
+    For conditions no event can signal (a thread retiring on its own); never a bare sleep.
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
+
+
+def assert_accounted(stats: workpool.PoolStats) -> None:
+    """Every submitted task is in exactly one place."""
+    assert stats.submitted == (
+        stats.queued
+        + stats.delayed
+        + stats.busy
+        + stats.succeeded
+        + stats.failed
+        + stats.cancelled
+        + stats.timed_out
+    ), stats

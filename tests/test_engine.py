@@ -1,0 +1,396 @@
+"""The scheduler alone: no threads, a manual clock, every decision checked."""
+
+from __future__ import annotations
+
+from concurrent.futures import CancelledError
+from typing import Any
+
+import pytest
+
+from workpool import PoolClosed, RetryPolicy, TaskOptions, TaskState, TaskTimeout, WorkerCrashed
+from workpool._engine import RETIRE, Directive, Outcome, Scheduler, SlotState, WorkerSlot
+from workpool._task import Task
+
+NO_BACKOFF = RetryPolicy(base_delay=0.0)
+FIXED_BACKOFF = RetryPolicy(base_delay=1.0, multiplier=2.0, max_delay=3.0, jitter=0.0)
+
+
+def make_task(priority: int = 0, **options: Any) -> Task[Any]:
+    return Task(print, (), {}, TaskOptions(priority=priority, **options))
+
+
+def engine(workers: int = 1, **kwargs: Any) -> Scheduler:
+    kwargs.setdefault("min_workers", workers)
+    kwargs.setdefault("max_workers", workers)
+    return Scheduler(**kwargs)
+
+
+def started_slot(sched: Scheduler) -> WorkerSlot:
+    """The slot the scheduler asked to start; consumes the wake-up list."""
+    assert len(sched.wakeups) == 1
+    slot = sched.wakeups.pop()
+    assert slot.state is SlotState.STARTING
+    return slot
+
+
+def accounted(s: Scheduler) -> bool:
+    return s.submitted == (
+        s.queued + s.delayed + s.busy + s.succeeded + s.failed + s.cancelled + s.timed_out
+    )
+
+
+def test_submit_starts_a_worker_lazily_up_to_max() -> None:
+    """Each waiting task gets a worker started for it until max_workers run."""
+    s = engine(min_workers=0, max_workers=2)
+    assert s.live == 0
+    for _ in range(3):
+        s.submit(make_task(), now=0)
+    assert len(s.wakeups) == 2 and s.live == 2
+    assert accounted(s)
+
+
+def test_idle_worker_is_woken_before_a_new_one_starts() -> None:
+    """A parked worker gets the next task; no second worker is started for it."""
+    s = engine(min_workers=0, max_workers=4)
+    s.submit(make_task(), 0)
+    slot = started_slot(s)
+    task = s.take(slot, 0)
+    assert task is not None
+    s.complete(slot, task, None, 1)
+    assert s.take(slot, 1) is None  # parks
+    s.submit(make_task(), 2)
+    assert s.wakeups == [slot] and slot.state is SlotState.WOKEN
+
+
+def test_priorities_run_highest_first_and_fifo_among_equals() -> None:
+    """Higher priority first; equal priorities in submission order."""
+    s = engine(aging=0.0)
+    s.pause()
+    tasks = [make_task(p) for p in (0, 5, 0, 5, -1, 9)]
+    for t in tasks:
+        s.submit(t, 0)
+    s.resume()
+    slot = started_slot(s)
+    order = []
+    while (t := s.take(slot, 0)) is not None:
+        order.append(t)
+        s.complete(slot, t, None, 0)
+    assert order == [tasks[5], tasks[1], tasks[3], tasks[0], tasks[2], tasks[4]]
+
+
+def test_aging_lets_a_waiting_task_overtake_a_flood_of_higher_priority() -> None:
+    """With aging, a low-priority task runs once it has waited long enough."""
+    s = engine(aging=1.0)  # one priority point per second waited
+    s.submit(low := make_task(0), now=0)
+    slot = started_slot(s)
+    ran = []
+    for now in range(1, 30):  # every second a new priority-10 task arrives; one runs
+        s.submit(make_task(10), now=now)
+        task = s.take(slot, now)
+        assert task is not None
+        ran.append(task)
+        s.complete(slot, task, None, now)
+        if task is low:
+            break
+    assert low in ran
+    assert len(ran) <= 12  # overtaken only while 10 points of age were lacking
+
+
+def test_without_aging_high_priority_flood_starves_low_priority() -> None:
+    """The counter-case: aging=0 is strict priority."""
+    s = engine(aging=0.0)
+    s.submit(low := make_task(0), 0)
+    slot = started_slot(s)
+    for now in range(1, 50):
+        s.submit(make_task(10), now)
+        task = s.take(slot, now)
+        assert task is not low and task is not None
+        s.complete(slot, task, None, now)
+
+
+def test_full_reports_the_queue_bound() -> None:
+    """``full`` holds once queue_size tasks wait; running tasks do not count."""
+    s = engine(queue_size=2)
+    s.submit(make_task(), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    s.submit(make_task(), 0)
+    assert not s.full
+    s.submit(make_task(), 0)
+    assert s.full and s.queued == 2 and s.busy == 1
+
+
+def test_cancel_queued_task_frees_its_place() -> None:
+    """A queued task cancels at once, leaves the queue and counts as cancelled."""
+    s = engine(queue_size=1)
+    s.pause()
+    t = make_task()
+    s.submit(t, 0)
+    assert s.full
+    assert s.cancel(t) is True
+    assert not s.full and t.state is TaskState.CANCELLED and s.cancelled == 1
+    s.resume()
+    assert s.wakeups == []  # nothing left to run
+    s.submit(u := make_task(), 0)
+    slot = started_slot(s)
+    assert s.take(slot, 0) is u  # the cancelled entry is skipped
+    assert accounted(s)
+
+
+def test_cancel_running_task_only_requests() -> None:
+    """Cancelling a running task flags it; a CancelledError from it ends it CANCELLED."""
+    s = engine()
+    s.submit(t := make_task(), 0)
+    slot = started_slot(s)
+    assert s.take(slot, 0) is t
+    assert s.cancel(t) is None and t._cancel_requested
+    assert s.complete(slot, t, CancelledError(), 1) is Outcome.CANCELLED
+    assert s.cancel(t) is False
+    assert s.cancelled == 1 and accounted(s)
+
+
+def test_retry_is_delayed_by_backoff_then_requeued() -> None:
+    """A failed attempt with retries left waits its backoff, then runs again."""
+    s = engine()
+    s.submit(t := make_task(retries=2, retry=FIXED_BACKOFF), 0)
+    slot = started_slot(s)
+    assert s.take(slot, 0) is t
+    assert s.complete(slot, t, ValueError(), 0) is Outcome.RETRY
+    assert t.state is TaskState.QUEUED and s.delayed == 1 and s.retried == 1
+    assert s.next_wakeup() == 1.0
+    assert s.take(slot, 0.5) is None
+    assert s.poll(0.99) == [] and s.delayed == 1
+    s.poll(1.0)
+    assert s.delayed == 0 and s.queued == 1 and s.wakeups == [slot]
+    s.wakeups.clear()
+    assert s.take(slot, 1.0) is t and t.attempts == 2
+    assert s.complete(slot, t, ValueError(), 1.0) is Outcome.RETRY
+    assert s.next_wakeup() == 3.0  # the second delay doubled
+    s.poll(3.0)
+    s.wakeups.clear()
+    assert s.take(slot, 3.0) is t
+    assert s.complete(slot, t, ValueError(), 3.0) is Outcome.FAILED
+    assert t.attempts == 3 and s.failed == 1 and s.retried == 2 and accounted(s)
+
+
+def test_retry_policy_decides_what_is_retried() -> None:
+    """An exception outside ``retry_on`` fails at once."""
+    s = engine()
+    policy = RetryPolicy(retry_on=(TimeoutError,), base_delay=0)
+    s.submit(t := make_task(retries=5, retry=policy), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    assert s.complete(slot, t, KeyError(), 0) is Outcome.FAILED
+    assert s.retried == 0
+
+
+def test_backoff_grows_is_capped_and_jittered() -> None:
+    """Delays double from base_delay up to max_delay; jitter only shortens them."""
+    policy = RetryPolicy(base_delay=0.1, multiplier=2, max_delay=1.0, jitter=0.5)
+    assert [policy.delay(k, rng=lambda: 0.0) for k in (1, 2, 3, 4, 5, 100)] == pytest.approx(
+        [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    )
+    assert policy.delay(2, rng=lambda: 1.0) == pytest.approx(0.1)
+    assert RetryPolicy().delay(1, rng=lambda: 0.0) <= 0.1  # API: starts at most 0.1 s
+
+
+def test_deadline_expires_attempt_and_loses_its_worker() -> None:
+    """Past its timeout, poll ends the attempt TIMED_OUT and the slot is lost."""
+    s = engine(2)
+    s.submit(t := make_task(timeout=2.0), 0)
+    slot = started_slot(s)
+    assert s.take(slot, 0) is t and s.timer_dirty
+    assert s.next_wakeup() == 2.0
+    assert s.poll(1.999) == []
+    [(task, lost, outcome)] = s.poll(2.0)
+    assert (task, lost, outcome) == (t, slot, Outcome.TIMED_OUT)
+    assert slot.state is SlotState.LOST and s.lost_alive == 1 and s.live == 1
+    assert len(s.wakeups) == 1  # a replacement keeps min_workers
+    # The abandoned call returns later: its outcome is ignored and its worker leaves.
+    assert s.complete(slot, t, None, 5.0) is Outcome.STALE
+    assert s.lost_alive == 0 and s.timed_out == 1 and s.succeeded == 0 and accounted(s)
+
+
+def test_timeout_is_retried_by_default_policy() -> None:
+    """TaskTimeout is retryable by default."""
+    s = engine()
+    s.submit(t := make_task(timeout=1.0, retries=1, retry=NO_BACKOFF), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    [(_, _, outcome)] = s.poll(1.0)
+    assert outcome is Outcome.RETRY and s.queued == 1 and t.state is TaskState.QUEUED
+
+
+def test_cooperative_timeout_keeps_the_worker() -> None:
+    """A task that raises TaskTimeout itself past its deadline ends TIMED_OUT, worker kept."""
+    s = engine()
+    s.submit(t := make_task(timeout=1.0), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    assert s.complete(slot, t, TaskTimeout(t.id, 1.0), 1.5) is Outcome.TIMED_OUT
+    assert slot.state is SlotState.BUSY and s.live == 1
+    assert s.poll(2.0) == []  # its deadline entry is stale
+
+
+def test_task_timeout_raised_before_the_deadline_is_an_ordinary_failure() -> None:
+    """A TaskTimeout from, say, a nested pool is the task's own error."""
+    s = engine()
+    s.submit(t := make_task(timeout=10.0), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    assert s.complete(slot, t, TaskTimeout(), 1.0) is Outcome.FAILED
+
+
+def test_crash_fails_task_counts_crash_and_replaces_worker() -> None:
+    """A worker lost under its task fails it as crashed and starts a replacement."""
+    s = engine(1)
+    s.submit(t := make_task(), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    task, outcome = s.lose(slot, WorkerCrashed(t.id, exitcode=-9), 1.0)
+    assert (task, outcome) == (t, Outcome.FAILED)
+    assert s.crashed == 1 and s.failed == 1 and len(s.wakeups) == 1 and accounted(s)
+
+
+def test_crash_is_retried_by_default_policy() -> None:
+    """WorkerCrashed is retryable by default; crashed counts only final failures."""
+    s = engine(1)
+    s.submit(t := make_task(retries=1, retry=NO_BACKOFF), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    _, outcome = s.lose(slot, WorkerCrashed(t.id), 1.0)
+    assert outcome is Outcome.RETRY and s.crashed == 0 and s.queued == 1
+
+
+def test_idle_worker_retires_above_min_only() -> None:
+    """An idle timeout retires a worker while more than min_workers live."""
+    s = engine(min_workers=1, max_workers=3, idle_timeout=5.0)
+    for _ in range(2):
+        s.submit(make_task(), 0)
+    a, b = s.wakeups
+    s.wakeups.clear()
+    tasks = [s.take(a, 0), s.take(b, 0)]
+    for slot, t in zip((a, b), tasks):
+        assert t is not None
+        s.complete(slot, t, None, 0)
+        assert s.take(slot, 0) is None
+    assert s.park_timeout() == 5.0
+    assert s.idle_expired(a) is RETIRE and s.live == 1
+    assert s.idle_expired(b) is None and s.live == 1  # min_workers stays
+
+
+def test_idle_expired_after_wake_reports_woken() -> None:
+    """A worker whose idle wait ran out just as it was woken takes the work."""
+    s = engine(min_workers=0, max_workers=1, idle_timeout=1.0)
+    s.submit(make_task(), 0)
+    slot = started_slot(s)
+    s.complete(slot, s.take(slot, 0), None, 0)  # type: ignore[arg-type]
+    assert s.take(slot, 0) is None
+    s.submit(make_task(), 1)
+    assert s.idle_expired(slot) is Directive.WOKEN
+    assert s.take(slot, 1) is not None
+
+
+def test_resize_down_retires_workers_as_they_ask_for_work() -> None:
+    """Shrinking wakes idle workers to retire; busy ones retire after their task."""
+    s = engine(3)
+    for _ in range(3):
+        s.submit(make_task(), 0)
+    slots = list(s.wakeups)
+    s.wakeups.clear()
+    tasks = [s.take(slot, 0) for slot in slots]
+    s.complete(slots[0], tasks[0], None, 0)  # type: ignore[arg-type]
+    assert s.take(slots[0], 0) is None
+    s.set_bounds(1, 1)
+    assert s.wakeups == [slots[0]]
+    assert s.take(slots[0], 0) is RETIRE
+    s.complete(slots[1], tasks[1], None, 0)  # type: ignore[arg-type]
+    assert s.take(slots[1], 0) is RETIRE
+    s.complete(slots[2], tasks[2], None, 0)  # type: ignore[arg-type]
+    assert s.take(slots[2], 0) is None and s.live == 1
+
+
+def test_max_tasks_per_worker_recycles_with_a_replacement() -> None:
+    """A worker leaves after its quota; queued work gets a new worker."""
+    s = engine(1, max_tasks_per_worker=2)
+    for _ in range(3):
+        s.submit(make_task(), 0)
+    slot = started_slot(s)
+    for _ in range(2):
+        t = s.take(slot, 0)
+        s.complete(slot, t, None, 0)  # type: ignore[arg-type]
+    assert s.take(slot, 0) is RETIRE
+    assert len(s.wakeups) == 1 and s.wakeups[0] is not slot
+
+
+def test_pause_holds_queued_work_and_resume_wakes_workers() -> None:
+    """Paused, take parks workers; resume wakes them for the queued tasks."""
+    s = engine(2)
+    s.pause()
+    s.submit(make_task(), 0)
+    assert s.wakeups == []
+    s.resume()
+    assert len(s.wakeups) == 1
+
+
+def test_close_rejects_submissions_and_retires_idle_workers() -> None:
+    """After close, submit raises PoolClosed and idle workers retire once the queue drains."""
+    s = engine(1)
+    s.submit(t := make_task(), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    s.close()
+    with pytest.raises(PoolClosed):
+        s.submit(make_task(), 0)
+    s.complete(slot, t, None, 0)
+    assert s.take(slot, 0) is RETIRE and s.live == 0
+
+
+def test_cancel_waiting_cancels_queued_and_delayed() -> None:
+    """cancel_waiting ends every task not running, including ones awaiting a retry."""
+    s = engine(1)
+    s.submit(a := make_task(retries=1, retry=FIXED_BACKOFF), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    s.complete(slot, a, ValueError(), 0)
+    s.submit(b := make_task(), 0)
+    s.wakeups.clear()
+    assert set(s.cancel_waiting()) == {a, b}
+    assert s.cancelled == 2 and s.queued == s.delayed == 0 and accounted(s)
+    assert s.poll(10.0) == [] and s.queued == 0
+
+
+def test_cancel_of_a_delayed_retry() -> None:
+    """A task waiting for its retry cancels at once."""
+    s = engine(1)
+    s.submit(a := make_task(retries=1, retry=FIXED_BACKOFF), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    s.complete(slot, a, ValueError(), 0)
+    assert s.cancel(a) is True and s.delayed == 0 and accounted(s)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_workers": 0, "max_workers": 0}, "max_workers"),
+        ({"min_workers": 3, "max_workers": 2}, "min_workers"),
+        ({"min_workers": -1, "max_workers": 2}, "min_workers"),
+    ],
+)
+def test_bad_bounds_are_rejected(kwargs: dict[str, int], message: str) -> None:
+    """Worker bounds are validated with a message naming the argument."""
+    with pytest.raises(ValueError, match=message):
+        Scheduler(**kwargs)
+
+
+def test_wait_and_run_figures_accumulate() -> None:
+    """Queue wait and run time figures come from the clock given in events."""
+    s = engine(1)
+    s.submit(t := make_task(), 0.0)
+    slot = started_slot(s)
+    s.take(slot, 2.0)
+    s.complete(slot, t, None, 5.0)
+    stats = s.stats()
+    assert stats.queue_wait_total == 2.0 and stats.run_time_total == 3.0
+    assert stats.queue_wait_mean == 2.0 and stats.run_time_mean == 3.0

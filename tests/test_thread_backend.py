@@ -1,0 +1,221 @@
+"""What only threads do: abandoned tasks, the in-task context, nested submission, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from concurrent.futures import CancelledError
+
+import pytest
+from helpers import assert_accounted, wait_until
+
+import workpool
+from workpool import QueueFull, TaskState, TaskTimeout
+
+
+def test_timeout_abandons_a_task_that_ignores_its_context() -> None:
+    """A hung thread task fails on time, its thread is abandoned and replaced."""
+    release = threading.Event()
+    with workpool.Pool(2) as pool:
+        hung = pool.options(timeout=0.05).submit(release.wait, 30)
+        wait_until(lambda: pool.stats().busy == 1)
+        workers_before = pool.stats().workers
+        with pytest.raises(TaskTimeout):
+            hung.result(timeout=10)
+        stats = pool.stats()
+        assert stats.abandoned == 1 and stats.timed_out == 1
+        assert stats.workers == workers_before  # the replacement keeps capacity whole
+        assert pool.submit(sum, [1, 2]).result(timeout=10) == 3
+        release.set()  # the abandoned call returns; its thread leaves without a trace
+        wait_until(lambda: pool.stats().abandoned == 0)
+        stats = pool.stats()
+        assert stats.succeeded == 1 and stats.timed_out == 1
+        assert_accounted(stats)
+
+
+def test_shutdown_never_waits_for_an_abandoned_thread() -> None:
+    """shutdown(wait=True) returns although an abandoned task still runs."""
+    release = threading.Event()
+    pool = workpool.Pool(1)
+    hung = pool.options(timeout=0.02).submit(release.wait, 30)
+    with pytest.raises(TaskTimeout):
+        hung.result(timeout=10)
+    report = pool.shutdown(wait=True)
+    assert report.completed and report.stats.abandoned == 1
+    release.set()
+
+
+def test_cooperative_task_stops_at_its_deadline_without_abandonment() -> None:
+    """A task that calls check() ends TIMED_OUT and its worker carries on."""
+
+    def patient() -> None:
+        ctx = workpool.current_task()
+        assert ctx.deadline is not None
+        while True:
+            ctx.check()
+            time.sleep(0.001)
+
+    with workpool.Pool(1) as pool:
+        task = pool.options(timeout=0.05).submit(patient)
+        with pytest.raises(TaskTimeout):
+            task.result(timeout=10)
+        assert task.state is TaskState.TIMED_OUT
+        wait_until(lambda: pool.stats().abandoned == 0)
+
+
+def test_current_task_describes_the_running_task() -> None:
+    """current_task() gives the id, attempt and deadline of the running task."""
+
+    def describe() -> tuple[str, int, bool, float | None]:
+        ctx = workpool.current_task()
+        return ctx.id, ctx.attempt, ctx.cancelled, ctx.remaining()
+
+    with workpool.Pool(1) as pool:
+        task = pool.options(timeout=30).submit(describe)
+        task_id, attempt, cancelled, remaining = task.result(timeout=10)
+        assert task_id == task.id and attempt == 1 and not cancelled
+        assert remaining is not None and 0 < remaining <= 30
+        plain = pool.submit(describe)
+        assert plain.result(timeout=10)[3] is None
+
+
+def test_current_task_outside_a_task_raises() -> None:
+    """Outside a task, current_task() raises RuntimeError."""
+    with pytest.raises(RuntimeError, match="outside"):
+        workpool.current_task()
+
+
+def test_cancel_running_task_signals_its_context() -> None:
+    """Cancelling a running task sets its context; check() then ends it CANCELLED."""
+    started = threading.Event()
+
+    def worker() -> None:
+        started.set()
+        ctx = workpool.current_task()
+        while True:
+            ctx.check()
+            time.sleep(0.001)
+
+    with workpool.Pool(1) as pool:
+        task = pool.submit(worker)
+        assert started.wait(10)
+        assert task.cancel() is False  # not cancelled yet: asked to stop
+        with pytest.raises(CancelledError):
+            task.result(timeout=10)
+        assert task.state is TaskState.CANCELLED and pool.stats().cancelled == 1
+
+
+def test_nested_submit_to_a_full_queue_raises_instead_of_deadlocking() -> None:
+    """A task that submits to its own full pool gets QueueFull, not a silent deadlock."""
+    holder = threading.Event()
+    started = threading.Event()
+
+    with workpool.Pool(1, queue_size=1) as pool:
+
+        def submits_into_own_full_pool() -> None:
+            started.set()
+            holder.wait(30)
+            pool.submit(sum, [1])
+
+        task = pool.submit(submits_into_own_full_pool)
+        assert started.wait(10)
+        pool.submit(sum, [0])  # fills the queue while the only worker is busy
+        holder.set()
+        with pytest.raises(QueueFull, match="deadlock"):
+            task.result(timeout=10)
+
+
+def test_nested_submit_with_room_runs() -> None:
+    """Submitting from inside a task is fine while the queue has room."""
+    with workpool.Pool(2) as pool:
+
+        def parent() -> int:
+            return pool.submit(sum, [1, 2]).result(timeout=10)
+
+        assert pool.submit(parent).result(timeout=10) == 3
+
+
+def test_with_block_keyboard_interrupt_returns_promptly() -> None:
+    """Ctrl-C (KeyboardInterrupt) in a with block cancels queued work and does not wait."""
+    release = threading.Event()
+    with pytest.raises(KeyboardInterrupt), workpool.Pool(1) as pool:
+        running = pool.submit(release.wait, 30)
+        wait_until(lambda: pool.stats().busy == 1)
+        queued = [pool.submit(sum, [i]) for i in range(100)]
+        raise KeyboardInterrupt
+    assert all(t.cancelled() for t in queued)
+    assert not running.done()
+    release.set()
+    assert running.result(timeout=10) is True
+
+
+def test_real_ctrl_c_in_with_block_exits_promptly(tmp_path: object) -> None:
+    """A real SIGINT while the main thread waits in the with block ends the program quickly."""
+    script = textwrap.dedent(
+        """
+        import os, signal, threading, time, workpool
+        release = threading.Event()
+        def hang():
+            release.wait()
+        try:
+            with workpool.Pool(2) as pool:
+                for _ in range(50):
+                    pool.submit(hang)
+                threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+                pool.wait()
+        except KeyboardInterrupt:
+            print("interrupted", pool.stats().cancelled)
+        """
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["interrupted", "48"]
+    assert time.monotonic() - started < 10
+
+
+def test_workers_are_named_daemon_threads() -> None:
+    """Worker threads carry the pool's prefix and never keep the interpreter alive."""
+
+    def me() -> tuple[str, bool]:
+        thread = threading.current_thread()
+        return thread.name, thread.daemon
+
+    with workpool.Pool(1, thread_name_prefix="resizer") as pool:
+        name, daemon = pool.submit(me).result(timeout=10)
+    assert name.startswith("resizer-") and daemon
+
+
+def test_pool_drains_at_interpreter_exit() -> None:
+    """A pool never shut down still finishes its tasks before the interpreter exits."""
+    script = textwrap.dedent(
+        """
+        import threading, workpool
+        pool = workpool.Pool(1)
+        gate = threading.Event()
+        pool.submit(gate.wait)
+        pool.submit(print, "ran")
+        gate.set()
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert result.stdout.strip() == "ran", result.stderr
+
+
+@pytest.mark.skipif(os.name != "posix", reason="signals")
+def test_sigterm_default_still_terminates() -> None:
+    """workpool installs no signal handler of its own in a plain program."""
+    script = "import workpool, time; p = workpool.Pool(1); print('up', flush=True); time.sleep(30)"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == -signal.SIGTERM
