@@ -394,3 +394,28 @@ def test_wait_and_run_figures_accumulate() -> None:
     stats = s.stats()
     assert stats.queue_wait_total == 2.0 and stats.run_time_total == 3.0
     assert stats.queue_wait_mean == 2.0 and stats.run_time_mean == 3.0
+
+
+def test_recycle_flag_retires_the_worker_after_its_task() -> None:
+    """A backend flags a slot to recycle; it retires at its next take, replaced if work waits."""
+    s = engine(1)
+    s.submit(t := make_task(), 0)
+    s.submit(make_task(), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    slot.recycle = True
+    s.complete(slot, t, None, 1)
+    assert s.take(slot, 1) is RETIRE
+    assert len(s.wakeups) == 1 and s.wakeups[0] is not slot
+
+
+def test_losing_a_slot_already_given_up_on_only_marks_it_gone() -> None:
+    """A worker that dies after its timeout was handled is just gone; nothing is counted twice."""
+    s = engine(1)
+    s.submit(make_task(timeout=1.0), 0)
+    slot = started_slot(s)
+    s.take(slot, 0)
+    s.poll(1.0)
+    assert s.lost_alive == 1
+    assert s.lose(slot, WorkerCrashed(), 2.0) == (None, None)
+    assert s.lost_alive == 0 and s.timed_out == 1 and s.failed == 0 and accounted(s)

@@ -43,7 +43,7 @@ class WorkerSlot:
     """The scheduler's record of one worker; the backend keeps its thread or process in
     ``handle``."""
 
-    __slots__ = ("handle", "id", "state", "task", "tasks_done")
+    __slots__ = ("handle", "id", "recycle", "state", "task", "tasks_done")
 
     def __init__(self, slot_id: int) -> None:
         self.id = slot_id
@@ -51,6 +51,8 @@ class WorkerSlot:
         self.task: Task[Any] | None = None
         self.tasks_done = 0
         self.handle: Any = None
+        self.recycle = False
+        """Set by a backend (say, a worker over its memory limit): retire at the next take."""
 
     def __repr__(self) -> str:
         return f"<WorkerSlot {self.id} {self.state.value}>"
@@ -214,7 +216,11 @@ class Scheduler:
         if slot.state is SlotState.STARTING or slot.state is SlotState.WOKEN:
             self.waking -= 1
         limit = self.max_tasks_per_worker
-        if len(self._slots) > self.max_workers or (limit and slot.tasks_done >= limit):
+        if (
+            len(self._slots) > self.max_workers
+            or (limit and slot.tasks_done >= limit)
+            or slot.recycle
+        ):
             return self._retire(slot)
         if not self.paused:
             task = self._queue.pop()
@@ -276,6 +282,9 @@ class Scheduler:
         ``gone``: the worker is already dead; otherwise it counts in ``lost_alive`` until
         ``complete`` (a thread) or ``exited`` (a process) says it is gone.
         """
+        if slot.state is SlotState.LOST or slot.state is SlotState.RETIRED:
+            self.exited(slot)  # already given up on (a timeout, a cancel): nothing more to end
+            return None, None
         task = slot.task
         was_idle = slot.state is SlotState.IDLE
         self._detach(slot, gone=gone)
