@@ -306,6 +306,16 @@ def test_priority_orders_queued_work(make_pool: MakePool) -> None:
     assert order == [4, 2, 5, 1, 3]
 
 
+def test_rate_limit_bounds_task_starts(make_pool: MakePool) -> None:
+    """rate_limit=(n, s) starts at most a burst of n, then n per s seconds."""
+    pool = make_pool(4, rate_limit=(5, 0.1))
+    results = list(pool.map(square, range(15)))
+    assert results == [x * x for x in range(15)]
+    stats = pool.stats()
+    # 15 starts at 50 per second after a burst of 5 need at least 0.2 s of waiting in all.
+    assert stats.queue_wait_max >= 0.15
+
+
 def test_pause_starts_nothing_until_resume(make_pool: MakePool) -> None:
     """While paused no task starts; resume lets them run."""
     pool = make_pool(2)

@@ -419,3 +419,34 @@ def test_losing_a_slot_already_given_up_on_only_marks_it_gone() -> None:
     assert s.lost_alive == 1
     assert s.lose(slot, WorkerCrashed(), 2.0) == (None, None)
     assert s.lost_alive == 0 and s.timed_out == 1 and s.failed == 0 and accounted(s)
+
+
+def test_rate_limit_spaces_task_starts() -> None:
+    """With rate_limit=(2, 1.0), a burst of two starts, then one start per half second."""
+    s = engine(1, rate_limit=(2, 1.0))
+    for _ in range(4):
+        s.submit(make_task(), 0.0)
+    slot = started_slot(s)
+    starts = []
+    now = 0.0
+    while len(starts) < 4:
+        task = s.take(slot, now)
+        if task is None:  # parked: the timer brings it back when a token is due
+            due = s.next_wakeup()
+            assert due is not None and due > now
+            now = due
+            s.poll(now)
+            assert s.wakeups == [slot]
+            s.wakeups.clear()
+            continue
+        starts.append(now)
+        s.complete(slot, task, None, now)
+    assert starts == pytest.approx([0.0, 0.0, 0.5, 1.0])
+
+
+def test_rate_limit_is_validated() -> None:
+    """A rate limit needs a positive count and period."""
+    with pytest.raises(ValueError, match="count"):
+        engine(1, rate_limit=(0, 1.0))
+    with pytest.raises(ValueError, match="period"):
+        engine(1, rate_limit=(1, 0))

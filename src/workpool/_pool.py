@@ -50,7 +50,8 @@ class Pool(Executor):
     while work waits and retires workers idle for ``idle_timeout`` seconds. ``queue_size`` bounds
     the tasks waiting to run (0: unbounded): ``submit`` then waits for room and ``try_submit``
     raises ``QueueFull``. ``priority_aging`` is how many priority points a waiting task gains per
-    second, so that no task waits forever (0 turns aging off).
+    second, so that no task waits forever (0 turns aging off). ``rate_limit=(n, seconds)`` starts
+    at most ``n`` tasks in any ``seconds`` (a token bucket: bursts of up to ``n``).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Pool(Executor):
         initargs: tuple[Any, ...] = (),
         max_tasks_per_worker: int | None = None,
         priority_aging: float = 1.0,
+        rate_limit: tuple[int, float] | None = None,
         **backend_options: Any,
     ) -> None:
         backend_cls = backend_class(backend)
@@ -78,6 +80,7 @@ class Pool(Executor):
             idle_timeout=idle_timeout,
             aging=priority_aging,
             max_tasks_per_worker=max_tasks_per_worker,
+            rate_limit=rate_limit,
         )
         options = dict(backend_options, initializer=initializer, initargs=tuple(initargs))
         self._backend_name = backend

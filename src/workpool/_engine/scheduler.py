@@ -26,6 +26,7 @@ from .._errors import PoolClosed, TaskTimeout, WorkerCrashed
 from .._stats import PoolStats
 from .._task import Task, TaskState
 from .queue import ReadyQueue
+from .rate import RateLimit
 
 _QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
 
@@ -105,9 +106,12 @@ class Scheduler:
         idle_timeout: float | None = None,
         aging: float = 1.0,
         max_tasks_per_worker: int | None = None,
+        rate_limit: tuple[int, float] | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._queue = ReadyQueue(aging)
+        self._rate = None if rate_limit is None else RateLimit(*rate_limit)
+        self._rate_due: float | None = None  # when a parked worker may start the next task
         self._delayed: list[tuple[float, int, Task[Any]]] = []
         self._deadlines: list[tuple[float, int, Task[Any], int]] = []
         self._idle: list[WorkerSlot] = []
@@ -165,6 +169,8 @@ class Scheduler:
         if self.closed:
             raise PoolClosed()
         self.submitted += 1
+        if self._rate is not None:
+            self._rate.refresh(now)
         self._enqueue(task, now)
 
     def cancel(self, task: Task[Any]) -> bool | None:
@@ -222,7 +228,7 @@ class Scheduler:
             or slot.recycle
         ):
             return self._retire(slot)
-        if not self.paused:
+        if not self.paused and self._may_start(now):
             task = self._queue.pop()
             if task is not None:
                 self._start(slot, task, now)
@@ -325,6 +331,8 @@ class Scheduler:
         times = [self._deadlines[0][0]] if self._deadlines else []
         if self._delayed:
             times.append(self._delayed[0][0])
+        if self._rate_due is not None:
+            times.append(self._rate_due)
         return min(times) if times else None
 
     def poll(self, now: float) -> list[tuple[Task[Any], WorkerSlot, Outcome]]:
@@ -333,6 +341,11 @@ class Scheduler:
         Returns ``(task, slot, outcome)`` for each attempt that timed out: its slot is LOST
         and the caller must stop (process) or abandon (thread) that worker.
         """
+        rate = self._rate
+        if rate is not None and self._rate_due is not None and now >= self._rate_due:
+            self._rate_due = None
+            rate.refresh(now)
+            self._refill()
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             task = heapq.heappop(delayed)[2]
@@ -402,13 +415,29 @@ class Scheduler:
         """Wake idle workers, then start new ones, until every ready task has one coming."""
         if self.paused:
             return
-        while self.queued > self.waking:
+        rate = self._rate
+        while self.queued > self.waking and (rate is None or rate.available() > self.waking):
             if self._idle:
                 self._wake(self._idle.pop())
             elif len(self._slots) < self.max_workers:
                 self.wakeups.append(self.new_slot())
             else:
                 return
+
+    def _may_start(self, now: float) -> bool:
+        """Whether the rate limit lets a task start now; if not, schedule the next try."""
+        rate = self._rate
+        if rate is None or not self.queued:
+            return True
+        rate.refresh(now)
+        if rate.available() >= 1:
+            rate.spend()
+            return True
+        due = rate.next_token_at(now)
+        if self._rate_due is None or due < self._rate_due:
+            self._rate_due = due
+            self.timer_dirty = True
+        return False
 
     def _wake(self, slot: WorkerSlot) -> None:
         slot.state = SlotState.WOKEN
