@@ -62,6 +62,8 @@ class PoolCore:
                     raise QueueFull(engine.queue_size)
                 self._wait_for_room(timeout)
             engine.submit(task, self.clock())
+            if engine.timer_dirty:  # only ever with a rate limit
+                self._kick_timer()
             wakeups = self._take_wakeups()
         if wakeups:
             self._dispatch(wakeups)
@@ -122,6 +124,8 @@ class PoolCore:
         """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
         with self.lock:
             result = change(self.engine)
+            if self.engine.timer_dirty:
+                self._kick_timer()
             wakeups = self._take_wakeups()
         if wakeups:
             self._dispatch(wakeups)

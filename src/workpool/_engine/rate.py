@@ -34,9 +34,10 @@ class RateLimit:
     def spend(self) -> None:
         self._tokens -= 1.0
 
-    def next_token_at(self, now: float) -> float:
-        """When the next whole token will be there."""
-        return now + max(0.0, 1.0 - self._tokens) / self.rate
+    def next_token_at(self, needed: int = 1) -> float:
+        """When ``needed`` whole tokens will be there, counted from the last ``refresh``."""
+        shortfall = max(0.0, needed - self._tokens) / self.rate
+        return (self._stamp or 0.0) + shortfall * (1 + 1e-9) + 1e-9  # rounding: never early
 
     def __repr__(self) -> str:
         return f"RateLimit({self.count}, per={self.per:g})"

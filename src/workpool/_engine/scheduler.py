@@ -343,9 +343,12 @@ class Scheduler:
         """
         rate = self._rate
         if rate is not None and self._rate_due is not None and now >= self._rate_due:
-            self._rate_due = None
             rate.refresh(now)
-            self._refill()
+            if rate.available() >= 1:
+                self._rate_due = None
+                self._refill()
+            else:  # the token is claimed, or rounding left it a hair short
+                self._rate_due = rate.next_token_at(self.waking + 1)
         delayed = self._delayed
         while delayed and delayed[0][0] <= now:
             task = heapq.heappop(delayed)[2]
@@ -416,7 +419,10 @@ class Scheduler:
         if self.paused:
             return
         rate = self._rate
-        while self.queued > self.waking and (rate is None or rate.available() > self.waking):
+        while self.queued > self.waking:
+            if rate is not None and rate.available() <= self.waking:
+                self._rate_wait(rate)  # the timer wakes a worker when the next token is due
+                return
             if self._idle:
                 self._wake(self._idle.pop())
             elif len(self._slots) < self.max_workers:
@@ -433,11 +439,15 @@ class Scheduler:
         if rate.available() >= 1:
             rate.spend()
             return True
-        due = rate.next_token_at(now)
+        self._rate_wait(rate)
+        return False
+
+    def _rate_wait(self, rate: RateLimit) -> None:
+        """Have the timer come back when a token is free for one more worker than is woken."""
+        due = rate.next_token_at(self.waking + 1)
         if self._rate_due is None or due < self._rate_due:
             self._rate_due = due
             self.timer_dirty = True
-        return False
 
     def _wake(self, slot: WorkerSlot) -> None:
         slot.state = SlotState.WOKEN
