@@ -5,9 +5,9 @@ from __future__ import annotations
 import atexit
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, as_completed
+from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._backends import backend_class
 from ._core import PoolCore
@@ -178,7 +178,8 @@ class Pool(Executor):
         self, tasks: Iterable[Task[T]], timeout: float | None = None
     ) -> Iterator[Task[T]]:
         """Yield ``tasks`` as they finish (``concurrent.futures.as_completed``)."""
-        return as_completed(tasks, timeout)  # type: ignore[return-value]
+        futures: Iterable[Future[T]] = tasks
+        return cast("Iterator[Task[T]]", as_completed(futures, timeout))
 
     def wait(self, timeout: float | None = None) -> bool:
         """The wait group: block until every task submitted so far has finished.

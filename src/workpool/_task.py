@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 import itertools
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -40,31 +41,48 @@ class _Owner(Protocol):
     def cancel(self, task: Task[Any]) -> bool: ...
 
 
+# concurrent.futures.Future's internal states, which wait() and as_completed() read.
+_PENDING, _FINISHED = "PENDING", "FINISHED"
+_CANCELLED, _CANCELLED_AND_NOTIFIED = "CANCELLED", "CANCELLED_AND_NOTIFIED"
+_DONE_STATES = (_FINISHED, _CANCELLED, _CANCELLED_AND_NOTIFIED)
+
+_condition_creation = threading.Lock()
+"""Orders the lazy creation of a task's Condition against its resolution without one."""
+
+
 class Task(Future[T], Generic[T]):
     """One submitted call: a ``concurrent.futures.Future`` that also knows its state and attempts.
 
     ``attempts`` counts the runs started so far; a retried task keeps one ``Task`` across all of
     its attempts. ``result()`` raises the last attempt's error.
+
+    A stdlib Future builds a ``threading.Condition`` up front, which costs more than the rest of
+    a task's dispatch. A Task builds it only when someone must wait for it (``result()`` before
+    it is done, ``wait``, ``as_completed``, a done-callback); a task resolved before that is
+    resolved without one. The two are ordered by one short global lock, so that nobody can
+    start waiting on a Condition that the resolving thread did not see.
     """
 
-    # The scheduler reads and writes these under the pool's lock.
+    # Set on every task; the rarer fields below fall back to class-level defaults.
     __slots__ = (
-        "_cancel_requested",
-        "_deadline",
+        "_cond",
         "_enqueued_at",
-        "_expired",
-        "_key",
         "_owner",
         "_seq",
-        "_started_at",
         "_wp_state",
         "args",
         "attempts",
         "fn",
         "kwargs",
         "options",
-        "worker",
     )
+
+    # The scheduler writes these (under the pool's lock) only when they change.
+    worker: WorkerSlot | None = None
+    _cancel_requested = False
+    _expired = False
+    _deadline: float | None = None
+    _started_at = 0.0
 
     def __init__(
         self,
@@ -74,22 +92,71 @@ class Task(Future[T], Generic[T]):
         options: TaskOptions,
         owner: _Owner | None = None,
     ) -> None:
-        super().__init__()
+        # Future.__init__ is not called: it would build the Condition now (see above).
+        self._state = _PENDING
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
+        self._cond: threading.Condition | None = None
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
         self.options = options
         self.attempts = 0
-        self.worker: WorkerSlot | None = None
         self._owner = owner
         self._seq = next(_ids)
         self._wp_state = TaskState.QUEUED
-        self._cancel_requested = False
-        self._expired = False
-        self._deadline: float | None = None
         self._enqueued_at = 0.0
-        self._started_at = 0.0
-        self._key = 0.0
+
+    @property
+    def _condition(self) -> threading.Condition:
+        """Future's Condition, built on first use."""
+        cond = self._cond
+        if cond is None:
+            with _condition_creation:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    @_condition.setter
+    def _condition(self, cond: threading.Condition) -> None:
+        self._cond = cond
+
+    def _resolve_unwatched(self, result: Any, exception: BaseException | None) -> bool:
+        """Resolve without a Condition if nobody has one to wait on; False if somebody has."""
+        if self._cond is not None:
+            return False
+        with _condition_creation:
+            if self._cond is not None:
+                return False
+            if self._state in _DONE_STATES:
+                raise InvalidStateError(f"{self!r} is already resolved")
+            self._result = result
+            self._exception = exception
+            self._state = _FINISHED
+        self._invoke_callbacks()  # type: ignore[attr-defined]  # Future's private helper
+        return True
+
+    def set_result(self, result: T) -> None:
+        if not self._resolve_unwatched(result, None):
+            super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._resolve_unwatched(None, exception):
+            super().set_exception(exception)
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == _FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]  # FINISHED: set by set_result
+        return super().result(timeout)
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def cancelled(self) -> bool:
+        return self._state == _CANCELLED or self._state == _CANCELLED_AND_NOTIFIED
 
     @property
     def id(self) -> str:

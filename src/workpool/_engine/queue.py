@@ -34,19 +34,19 @@ class ReadyQueue:
         self._seq = 0
 
     def push(self, task: Task[Any], now: float) -> None:
+        """Queue ``task``; ``now`` never goes back between calls (a monotonic clock)."""
         priority = task.options.priority
-        task._key = key = self._aging * now - priority
-        if priority == 0 and (not self._fifo or self._fifo[-1]._key <= key):
+        if priority == 0:  # its key, aging * now, grows with every push: the deque stays sorted
             self._fifo.append(task)
         else:
             self._seq += 1
-            heapq.heappush(self._heap, (key, self._seq, task))
+            heapq.heappush(self._heap, (self._aging * now - priority, self._seq, task))
 
     def pop(self) -> Task[Any] | None:
         """The best queued task, or None; skips tasks cancelled while they waited."""
         fifo, heap = self._fifo, self._heap
         while True:
-            if heap and (not fifo or heap[0][0] < fifo[0]._key):
+            if heap and (not fifo or heap[0][0] < self._aging * fifo[0]._enqueued_at):
                 task = heapq.heappop(heap)[2]
             elif fifo:
                 task = fifo.popleft()

@@ -86,12 +86,10 @@ class Outcome(enum.Enum):
     """The attempt had already been concluded (timed out, lost): ignore what it returned."""
 
 
-_FINAL_STATE = {
-    Outcome.SUCCEEDED: TaskState.SUCCEEDED,
-    Outcome.FAILED: TaskState.FAILED,
-    Outcome.CANCELLED: TaskState.CANCELLED,
-    Outcome.TIMED_OUT: TaskState.TIMED_OUT,
-}
+_SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED
+_RETRY = Outcome.RETRY
+_STARTING, _IDLE, _WOKEN = SlotState.STARTING, SlotState.IDLE, SlotState.WOKEN
+_BUSY = SlotState.BUSY
 
 
 class Scheduler:
@@ -219,7 +217,8 @@ class Scheduler:
 
     def take(self, slot: WorkerSlot, now: float) -> Next:
         """The next task for ``slot``; None: park it as idle; RETIRE: it must exit."""
-        if slot.state is SlotState.STARTING or slot.state is SlotState.WOKEN:
+        state = slot.state
+        if state is _STARTING or state is _WOKEN:
             self.waking -= 1
         limit = self.max_tasks_per_worker
         if (
@@ -235,7 +234,7 @@ class Scheduler:
                 return task
             if self.closed and not self.delayed:
                 return self._retire(slot)
-        slot.state = SlotState.IDLE
+        slot.state = _IDLE
         self._idle.append(slot)
         return None
 
@@ -267,10 +266,9 @@ class Scheduler:
                 slot.state = SlotState.RETIRED
             return Outcome.STALE
         self._end_attempt(slot, task, now)
-        slot.state = SlotState.BUSY
         slot.tasks_done += 1
         if error is None:
-            return self._finish(task, Outcome.SUCCEEDED)
+            return self._finish(task, _SUCCEEDED)
         if isinstance(error, CancelledError) and task._cancel_requested:
             return self._finish(task, Outcome.CANCELLED)
         timed_out = isinstance(error, TaskTimeout) and (
@@ -450,7 +448,7 @@ class Scheduler:
             self.timer_dirty = True
 
     def _wake(self, slot: WorkerSlot) -> None:
-        slot.state = SlotState.WOKEN
+        slot.state = _WOKEN
         self.waking += 1
         self.wakeups.append(slot)
 
@@ -458,12 +456,13 @@ class Scheduler:
         self.queued -= 1
         self.busy += 1
         self.started += 1
-        slot.state = SlotState.BUSY
+        slot.state = _BUSY
         slot.task = task
         task.worker = slot
         task._wp_state = _RUNNING
         task.attempts += 1
-        task._expired = False
+        if task._expired:
+            task._expired = False
         task._started_at = now
         waited = now - task._enqueued_at
         self.wait_total += waited
@@ -505,19 +504,23 @@ class Scheduler:
             if not self._delayed or due < self._delayed[0][0]:
                 self.timer_dirty = True
             heapq.heappush(self._delayed, (due, task._seq, task))
-        return Outcome.RETRY
+        return _RETRY
 
     def _finish(self, task: Task[Any], outcome: Outcome) -> Outcome:
-        task._wp_state = _FINAL_STATE[outcome]
-        task._deadline = None
-        if outcome is Outcome.SUCCEEDED:
+        if outcome is _SUCCEEDED:
             self.succeeded += 1
-        elif outcome is Outcome.FAILED:
+            task._wp_state = TaskState.SUCCEEDED
+        elif outcome is _FAILED:
             self.failed += 1
-        elif outcome is Outcome.CANCELLED:
+            task._wp_state = TaskState.FAILED
+        elif outcome is _CANCELLED:
             self.cancelled += 1
+            task._wp_state = TaskState.CANCELLED
         else:
             self.timed_out += 1
+            task._wp_state = TaskState.TIMED_OUT
+        if task._deadline is not None:
+            task._deadline = None
         return outcome
 
     def _retire(self, slot: WorkerSlot) -> Literal[Directive.RETIRE]:
