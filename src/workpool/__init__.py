@@ -12,6 +12,7 @@ from ._errors import (
     WorkerCrashed,
     WorkpoolError,
 )
+from ._events import LoggingObserver, Observer
 from ._options import RETRY_TIMEOUTS_AND_CRASHES, RetryPolicy, TaskOptions
 from ._pool import Pool, ShutdownReport, TaskOptionsView
 from ._stats import PoolStats
@@ -21,6 +22,8 @@ from ._version import __version__
 __all__ = [
     "RETRY_TIMEOUTS_AND_CRASHES",
     "BrokenPool",
+    "LoggingObserver",
+    "Observer",
     "Pool",
     "PoolClosed",
     "PoolStats",

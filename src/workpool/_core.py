@@ -14,11 +14,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from typing import Any
 
 from ._backends import Backend
-from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, WorkerSlot
+from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
+from ._events import Observer, emit
 from ._stats import PoolStats
 from ._task import Task, _current
 
@@ -47,24 +49,32 @@ class PoolCore:
         self._done_waiters = 0
         self._timer: threading.Thread | None = None
         self._resolving: list[Task[Any]] = []  # counted final, future not yet resolved
+        self.observers: tuple[Observer, ...] = ()  # replaced whole, so never iterated mid-change
         self.backend = backend(self, **backend_options)
 
     # -- the submitting side ------------------------------------------------------------------
 
     def submit(self, task: Task[Any], *, block: bool, timeout: float | None = None) -> None:
         """Queue ``task``; wait for room while the queue is full if ``block``."""
+        if self.observers:  # before a worker can see the task, so events keep their order
+            emit(self.observers, "task_submitted", task)
         engine = self.engine
-        with self.lock:
-            if self.broken_error is not None:
-                raise self.broken_error
-            if engine.full and not engine.closed:
-                if not block:
-                    raise QueueFull(engine.queue_size)
-                self._wait_for_room(timeout)
-            engine.submit(task, self.clock())
-            if engine.timer_dirty:  # only ever with a rate limit
-                self._kick_timer()
-            wakeups = self._take_wakeups()
+        try:
+            with self.lock:
+                if self.broken_error is not None:
+                    raise self.broken_error
+                if engine.full and not engine.closed:
+                    if not block:
+                        raise QueueFull(engine.queue_size)
+                    self._wait_for_room(timeout)
+                engine.submit(task, self.clock())
+                if engine.timer_dirty:  # only ever with a rate limit
+                    self._kick_timer()
+                wakeups = self._take_wakeups()
+        except BaseException as error:
+            if self.observers:
+                emit(self.observers, "task_rejected", task, error)
+            raise
         if wakeups:
             self._dispatch(wakeups)
 
@@ -120,16 +130,17 @@ class PoolCore:
     def _all_finished(self) -> bool:
         return self.engine.unfinished == 0 and not self._resolving
 
-    def control(self, change: Callable[[Scheduler], Any]) -> Any:
+    def control(self, change: Callable[[Scheduler], Any], event: str) -> None:
         """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
         with self.lock:
-            result = change(self.engine)
+            change(self.engine)
             if self.engine.timer_dirty:
                 self._kick_timer()
             wakeups = self._take_wakeups()
+        if self.observers:
+            emit(self.observers, "pool_changed", event)
         if wakeups:
             self._dispatch(wakeups)
-        return result
 
     def join(self, timeout: float | None) -> bool:
         """After ``close``: wait for every task, then for the workers and the timer to exit."""
@@ -162,6 +173,8 @@ class PoolCore:
             wakeups = self._take_wakeups()
             self._not_full.notify_all()
             self._timer_wakeup.notify()
+        if self.observers:
+            emit(self.observers, "pool_changed", "closed")
         if wakeups:
             self._dispatch(wakeups)
         for task in cancelled:
@@ -178,6 +191,8 @@ class PoolCore:
             wakeups = self._after_take()
         if wakeups:
             self._dispatch(wakeups)
+        if self.observers:
+            self._announce(slot, task)
         return task
 
     def done(
@@ -188,7 +203,7 @@ class PoolCore:
         with self.lock:
             outcome = engine.complete(slot, task, error, now)
             if outcome is _STALE:
-                return RETIRE
+                return RETIRE  # its loss was reported when the pool gave up on it
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY
             if final:
@@ -198,6 +213,10 @@ class PoolCore:
             self._dispatch(wakeups)
         if final:
             self._settle(task, outcome, value, error)
+        elif self.observers:
+            emit(self.observers, "task_retried", task, error)
+        if self.observers:
+            self._announce(slot, next_task)
         return next_task
 
     def idle_expired(self, slot: WorkerSlot) -> Directive | None:
@@ -206,6 +225,8 @@ class PoolCore:
             wakeups = self._take_wakeups()
         if wakeups:
             self._dispatch(wakeups)
+        if self.observers and verdict is RETIRE:
+            emit(self.observers, "worker_stopped", slot.id, "retired")
         return verdict
 
     def park_timeout(self) -> float | None:
@@ -213,16 +234,17 @@ class PoolCore:
 
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:
+            reported = slot.state is SlotState.LOST or slot.state is SlotState.RETIRED
             task, outcome = self.engine.lose(slot, error, self.clock())
-            if task is None or outcome is _RETRY:
-                task = outcome = None
-            else:
+            if task is not None and outcome is not _RETRY:
                 self._resolving.append(task)
             wakeups = self._after_take()
+        if self.observers and not reported:
+            emit(self.observers, "worker_stopped", slot.id, "lost")
         if wakeups:
             self._dispatch(wakeups)
         if task is not None and outcome is not None:
-            self._settle(task, outcome, None, error or WorkerCrashed(task.id))
+            self._conclude(task, outcome, error or WorkerCrashed(task.id))
 
     def exited(self, slot: WorkerSlot) -> None:
         with self.lock:
@@ -241,6 +263,8 @@ class PoolCore:
             self._take_wakeups()  # a broken pool starts no worker
             self._not_full.notify_all()
             self._timer_wakeup.notify()
+        if self.observers:
+            emit(self.observers, "pool_changed", "broken")
         for task in failed:
             self._settle(task, Outcome.FAILED, None, broken)
 
@@ -271,13 +295,33 @@ class PoolCore:
                 except BaseException as exc:
                     self.lost(slot, exc)
                     raise
+                if self.observers:
+                    emit(self.observers, "worker_started", slot.id)
             else:
                 backend.wake(slot)
+
+    def _announce(self, slot: WorkerSlot, next_task: Next) -> None:
+        """Tell observers what a worker's request for work came to."""
+        if next_task is RETIRE:
+            emit(self.observers, "worker_stopped", slot.id, "retired")
+        elif next_task is not None:
+            emit(self.observers, "task_started", next_task)
+
+    def _conclude(self, task: Task[Any], outcome: Outcome, error: BaseException) -> None:
+        """An attempt that ended without returning: settle it, or report its retry."""
+        if outcome is _RETRY:
+            if self.observers:
+                emit(self.observers, "task_retried", task, error)
+        else:
+            self._settle(task, outcome, None, error)
 
     def _settle(
         self, task: Task[Any], outcome: Outcome, value: Any, error: BaseException | None
     ) -> None:
         """Resolve a task's future to its counted outcome; then tell ``wait()`` if it waits."""
+        if self.observers:
+            ended = CancelledError() if outcome is _CANCELLED else error
+            emit(self.observers, "task_finished", task, ended)
         if outcome is _SUCCEEDED:
             task.set_result(value)
         elif outcome is _CANCELLED:
@@ -330,8 +374,9 @@ class PoolCore:
     ) -> None:
         for task, slot, _ in expired:
             self.backend.interrupt(slot, task, "timeout")
+            if self.observers:
+                emit(self.observers, "worker_stopped", slot.id, "lost")
         if wakeups:
             self._dispatch(wakeups)
         for task, _, outcome in expired:
-            if outcome is not _RETRY:
-                self._settle(task, outcome, None, TaskTimeout(task.id, task.options.timeout))
+            self._conclude(task, outcome, TaskTimeout(task.id, task.options.timeout))

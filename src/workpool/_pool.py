@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar, cast
 from ._backends import backend_class
 from ._core import PoolCore
 from ._engine import Scheduler
+from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
 from ._stats import PoolStats
 from ._streams import MapStream
@@ -68,6 +69,7 @@ class Pool(Executor):
         max_tasks_per_worker: int | None = None,
         priority_aging: float = 1.0,
         rate_limit: tuple[int, float] | None = None,
+        observers: Iterable[Observer] = (),
         **backend_options: Any,
     ) -> None:
         backend_cls = backend_class(backend)
@@ -85,6 +87,7 @@ class Pool(Executor):
         options = dict(backend_options, initializer=initializer, initargs=tuple(initargs))
         self._backend_name = backend
         self._core = PoolCore(engine, backend_cls, options)
+        self._core.observers = tuple(observers)
         _live_pools.add(self)
 
     # -- submitting ---------------------------------------------------------------------------
@@ -192,10 +195,10 @@ class Pool(Executor):
 
     def pause(self) -> None:
         """Start no new task until ``resume``; running tasks go on."""
-        self._core.control(Scheduler.pause)
+        self._core.control(Scheduler.pause, "paused")
 
     def resume(self) -> None:
-        self._core.control(Scheduler.resume)
+        self._core.control(Scheduler.resume, "resumed")
 
     def resize(
         self,
@@ -216,11 +219,20 @@ class Pool(Executor):
         else:
             high = engine.max_workers if max_workers is None else max_workers
             low = min(engine.min_workers, high) if min_workers is None else min_workers
-        self._core.control(lambda e: e.set_bounds(low, high))
+        self._core.control(lambda e: e.set_bounds(low, high), "resized")
 
     def stats(self) -> PoolStats:
         """A consistent snapshot of the counters."""
         return self._core.stats()
+
+    def add_observer(self, observer: Observer) -> None:
+        """Send this pool's events to ``observer`` from now on (see ``workpool.Observer``)."""
+        core = self._core
+        core.observers = (*core.observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        core = self._core
+        core.observers = tuple(o for o in core.observers if o is not observer)
 
     # -- shutting down ------------------------------------------------------------------------
 
