@@ -13,6 +13,7 @@ from ._errors import (
     WorkpoolError,
 )
 from ._events import LoggingObserver, Observer
+from ._executors import ThreadPoolExecutor
 from ._options import RETRY_TIMEOUTS_AND_CRASHES, RetryPolicy, TaskOptions
 from ._pool import Pool, ShutdownReport, TaskOptionsView
 from ._stats import PoolStats
@@ -36,6 +37,7 @@ __all__ = [
     "TaskOptionsView",
     "TaskState",
     "TaskTimeout",
+    "ThreadPoolExecutor",
     "WorkerCrashed",
     "WorkpoolError",
     "__version__",

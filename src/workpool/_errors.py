@@ -8,7 +8,7 @@
     ├── TaskTimeout        a task ran past its timeout (also a TimeoutError)
     ├── WorkerCrashed      the worker died under a task (also a BrokenProcessPool)
     └── BrokenPool         a worker initializer failed; the pool runs nothing more
-                           (also a concurrent.futures BrokenExecutor)
+                           (also the stdlib's BrokenThreadPool and BrokenProcessPool)
 
 Every exception carries its facts as attributes and survives pickling, so it
 can cross a process boundary unchanged.
@@ -16,8 +16,8 @@ can cross a process boundary unchanged.
 
 from __future__ import annotations
 
-from concurrent.futures import BrokenExecutor
 from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.thread import BrokenThreadPool
 from typing import Any
 
 
@@ -97,5 +97,8 @@ class WorkerCrashed(WorkpoolError, BrokenProcessPool):
         return " ".join(parts)
 
 
-class BrokenPool(WorkpoolError, BrokenExecutor):
-    """A worker's initializer failed, so the pool runs nothing more (as the stdlib does)."""
+class BrokenPool(WorkpoolError, BrokenThreadPool, BrokenProcessPool):
+    """A worker's initializer failed, so the pool runs nothing more (as the stdlib does).
+
+    It is also the stdlib executors' error for this, so code written for them catches it.
+    """
