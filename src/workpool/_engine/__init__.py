@@ -1,7 +1,8 @@
 """The scheduler: events in, decisions out; no threads, processes or awaits inside."""
 
 from .queue import ReadyQueue
-from .scheduler import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
+from .scheduler import Scheduler
+from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
 
 __all__ = [
     "RETIRE",

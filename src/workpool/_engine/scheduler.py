@@ -7,83 +7,25 @@ now T") and the current time, and carries out what it decides after releasing th
 to start or wake collect in ``wakeups``; everything else comes back as a return value. Because
 time only comes in as an argument, tests drive it with a manual clock and no threads.
 
-A worker slot moves through::
-
-    STARTING ──take──> BUSY <──take──> IDLE ──(woken)──> WOKEN ──take──> BUSY
-        └──────────────── any of them ──retire──> RETIRED        BUSY ──lose──> LOST
+The words it speaks (slots, outcomes, directives) are in ``vocabulary.py``.
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
 import random
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, Literal
 
 from .._errors import PoolClosed, TaskTimeout, WorkerCrashed
 from .._stats import PoolStats
 from .._task import Task, TaskState
 from .queue import ReadyQueue
 from .rate import RateLimit
+from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
 
 _QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
-
-
-class SlotState(enum.Enum):
-    STARTING = "starting"
-    IDLE = "idle"
-    WOKEN = "woken"
-    BUSY = "busy"
-    LOST = "lost"
-    RETIRED = "retired"
-
-
-class WorkerSlot:
-    """The scheduler's record of one worker; the backend keeps its thread or process in
-    ``handle``."""
-
-    __slots__ = ("handle", "id", "recycle", "state", "task", "tasks_done")
-
-    def __init__(self, slot_id: int) -> None:
-        self.id = slot_id
-        self.state = SlotState.STARTING
-        self.task: Task[Any] | None = None
-        self.tasks_done = 0
-        self.handle: Any = None
-        self.recycle = False
-        """Set by a backend (say, a worker over its memory limit): retire at the next take."""
-
-    def __repr__(self) -> str:
-        return f"<WorkerSlot {self.id} {self.state.value}>"
-
-
-class Directive(enum.Enum):
-    """What the scheduler tells a worker besides "run this task" and "park"."""
-
-    RETIRE = "retire"
-    """Exit now."""
-    WOKEN = "woken"
-    """A wake-up is already on its way to this parked worker: take it."""
-
-
-RETIRE: Final = Directive.RETIRE
-Next: TypeAlias = "Task[Any] | Literal[Directive.RETIRE] | None"
-"""What a worker gets when it asks for work: a task, None (park), or RETIRE."""
-
-
-class Outcome(enum.Enum):
-    """What became of an attempt that ended."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMED_OUT = "timed_out"
-    RETRY = "retry"
-    """The task is queued again (now or after its backoff): nothing to resolve."""
-    STALE = "stale"
-    """The attempt had already been concluded (timed out, lost): ignore what it returned."""
 
 
 _SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED
