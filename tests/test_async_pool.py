@@ -839,7 +839,7 @@ def test_error_in_async_with_cancels_everything(run: Run[None]) -> None:
                 running = await pool.submit(gate.wait)
                 queued = await pool.submit(double, 1)
                 await gate.await_inside(1)
-                1 / 0  # noqa: B018  # the block fails
+                1 / 0  # the block fails
         assert running.state is TaskState.CANCELLED and queued.state is TaskState.CANCELLED
         assert pool.stats().closed
 
