@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import sys
 import threading
 import time
@@ -471,6 +472,39 @@ def test_cancel_running_task_cancels_coroutine(run: Run[None]) -> None:
             assert saw.is_set() and task.state is TaskState.CANCELLED and task.cancelled()
             assert await (await pool.submit(double, 1)) == 2  # the worker goes on
             assert pool.stats().cancelled == 1
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
+def test_worker_fine_after_swallowed_cancel(
+    run: Run[None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a task swallows a cancel, its worker tells the next task's own CancelledError apart."""
+
+    async def main() -> None:
+        gate = Gate()
+
+        async def ignores_cancel() -> str:
+            with contextlib.suppress(asyncio.CancelledError):
+                await gate.wait()
+            return "ignored"
+
+        async def awaits_cancelled_future() -> None:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # a CancelledError of the coroutine's own, not a cancel of it
+
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(ignores_cancel)
+            await gate.await_inside(1)
+            task.cancel()
+            assert await task == "ignored" and task.state is TaskState.SUCCEEDED
+            own = await pool.submit(awaits_cancelled_future)
+            with pytest.raises(asyncio.CancelledError):
+                await own
+            assert own.state is TaskState.FAILED and not pool.stats().closed
+        assert "went on after it was cancelled" in caplog.text
 
     run(main())
 
