@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any, ParamSpec, TypeVar
 
@@ -354,13 +354,13 @@ class AsyncMap(AsyncIterator[T]):
     def __init__(
         self,
         submit: Callable[[tuple[Any, ...]], Awaitable[AsyncTask[T]]],
-        items: AsyncIterator[tuple[Any, ...]],
+        items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
         *,
         window: int,
         ordered: bool,
     ) -> None:
         self._submit = submit
-        self._items: AsyncIterator[tuple[Any, ...]] | None = items
+        self._items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]] | None = items
         self._window = window
         self._ordered = ordered
         self._started = False
@@ -369,11 +369,12 @@ class AsyncMap(AsyncIterator[T]):
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
-        if self._items is None:
+        items = self._items
+        if items is None:
             return False
-        try:
-            args = await self._items.__anext__()
-        except StopAsyncIteration:
+        try:  # a sync input is read directly: no async generator in the way
+            args = await items.__anext__() if isinstance(items, AsyncIterator) else next(items)
+        except (StopIteration, StopAsyncIteration):
             self._items = None
             return False
         task = await self._submit(args)
@@ -427,12 +428,18 @@ class AsyncMap(AsyncIterator[T]):
             self._cancel()
 
 
-async def _zip(iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...]) -> AsyncIterator[Any]:
-    """Zip sync and async iterables into one async iterator of tuples, to the shortest."""
-    if all(not isinstance(it, AsyncIterable) for it in iterables):
-        for item in zip(*iterables):  # noqa: B905  # stops at the shortest, as Executor.map
-            yield item
-        return
+def _zip(
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
+    """Zip the inputs, to the shortest: a sync iterator if every input is sync."""
+    if not any(isinstance(it, AsyncIterable) for it in iterables):
+        return zip(*iterables)  # noqa: B905  # stops at the shortest, as Executor.map
+    return _azip(iterables)
+
+
+async def _azip(
+    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
+) -> AsyncIterator[tuple[Any, ...]]:
     iterators = [
         it.__aiter__() if isinstance(it, AsyncIterable) else _aiter(it) for it in iterables
     ]
