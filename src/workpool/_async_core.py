@@ -140,6 +140,11 @@ class AsyncCore:
             raise RuntimeError("this AsyncPool belongs to another event loop")
         return running
 
+    def bound(self) -> AsyncCore:
+        """``bind``, then this core (to make a task with)."""
+        self.bind()
+        return self
+
     def on_loop_thread(self) -> bool:
         return self.loop is None or threading.get_ident() == self._thread
 
@@ -149,13 +154,6 @@ class AsyncCore:
 
     # -- the submitting side ------------------------------------------------------------------
 
-    async def submit(self, task: AsyncTask[Any], timeout: float | None = None) -> None:
-        """Queue ``task``, waiting for room while the queue is full."""
-        engine = self.engine
-        if engine.full and not engine.closed:
-            await self._wait_for_room(timeout)
-        self.submit_nowait(task)
-
     def submit_nowait(self, task: AsyncTask[Any]) -> None:
         engine = self.engine
         if engine.full and not engine.closed:
@@ -163,7 +161,8 @@ class AsyncCore:
         engine.submit(task, self.clock())
         self._act()
 
-    async def _wait_for_room(self, timeout: float | None) -> None:
+    async def wait_for_room(self, timeout: float | None) -> None:
+        """While the queue is full and the pool open; QueueFull after ``timeout`` seconds."""
         engine, loop = self.engine, self.bind()
         running = _current.get()
         if running is not None and running[0]._owner is self:

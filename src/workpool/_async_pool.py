@@ -62,7 +62,12 @@ class AsyncPool:
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> AsyncTask[T]:
         """Schedule ``fn(*args, **kwargs)``; waits for room while the queue is full."""
-        return await self._submit(fn, args, kwargs, DEFAULT_OPTIONS, None)
+        core = self._core  # _submit inlined: this is the hot path
+        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, DEFAULT_OPTIONS, core.bound())
+        if core.engine.full:
+            await core.wait_for_room(None)
+        core.submit_nowait(task)
+        return task
 
     def try_submit(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -86,9 +91,10 @@ class AsyncPool:
         submit_timeout: float | None,
     ) -> AsyncTask[T]:
         core = self._core
-        core.bind()
-        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core)
-        await core.submit(task, submit_timeout)
+        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core.bound())
+        if core.engine.full:
+            await core.wait_for_room(submit_timeout)
+        core.submit_nowait(task)
         return task
 
     def _try_submit(
@@ -99,8 +105,7 @@ class AsyncPool:
         options: TaskOptions,
     ) -> AsyncTask[T]:
         core = self._core
-        core.bind()
-        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core)
+        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core.bound())
         core.submit_nowait(task)
         return task
 
