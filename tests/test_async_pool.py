@@ -758,6 +758,8 @@ def test_resize_grows_and_shrinks(run: Run[None]) -> None:
             pool.resize(3)
             await gate.await_inside(3)
             assert pool.stats().workers == 3
+            with pytest.raises(ValueError, match="max_workers"):
+                pool.resize(0)
             pool.resize(1)
             gate.opened.set()
             for task in tasks:
@@ -876,6 +878,28 @@ def test_error_in_async_with_cancels_everything(run: Run[None]) -> None:
                 1 / 0  # the block fails
         assert running.state is TaskState.CANCELLED and queued.state is TaskState.CANCELLED
         assert pool.stats().closed
+
+    run(main())
+
+
+def test_cancelled_async_with_block_cancels_its_tasks(run: Run[None]) -> None:
+    """Cancelling the coroutine inside ``async with`` cancels the pool's tasks and awaits them."""
+
+    async def main() -> None:
+        gate, tasks = Gate(), []
+
+        async def block() -> None:
+            async with AsyncPool(1) as pool:
+                tasks.append(await pool.submit(gate.wait))
+                tasks.append(await pool.submit(double, 1))
+                await asyncio.Event().wait()
+
+        outer = asyncio.create_task(block())
+        await gate.await_inside(1)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert [t.state for t in tasks] == [TaskState.CANCELLED, TaskState.CANCELLED]
 
     run(main())
 
