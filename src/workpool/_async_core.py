@@ -88,7 +88,7 @@ class AsyncTask(Task[T]):
     async def _wait_done(self) -> None:
         """Wait until the task is done, without raising its error (nor cancelling it)."""
         if not self.done():
-            await asyncio.shield(self._finished())
+            await self._finished()  # a private future: cancelling it leaves the task alone
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
