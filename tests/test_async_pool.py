@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import signal
 import sys
 import threading
 import time
@@ -902,6 +903,31 @@ def test_cancelled_async_with_block_cancels_its_tasks(run: Run[None]) -> None:
         assert [t.state for t in tasks] == [TaskState.CANCELLED, TaskState.CANCELLED]
 
     run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.run turns SIGINT into a cancel")
+def test_ctrl_c_cancels_running_coroutines() -> None:
+    """Ctrl-C under asyncio.run cancels the pool's running coroutines; KeyboardInterrupt follows."""
+    seen = []
+
+    async def hang() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            tasks.append(await pool.submit(hang))
+            await settle()
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.Event().wait()
+
+    tasks: list[workpool.Task[None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert seen == ["cancelled"] and tasks[0].state is TaskState.CANCELLED
 
 
 def test_loop_ending_with_open_pool_does_not_hang() -> None:
