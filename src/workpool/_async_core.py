@@ -85,11 +85,6 @@ class AsyncTask(Task[T]):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _wait_done(self) -> None:
-        """Wait until the task is done, without raising its error (nor cancelling it)."""
-        if not self.done():
-            await self._finished()  # a private future: cancelling it leaves the task alone
-
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():
             waiter = self._finished()

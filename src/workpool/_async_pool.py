@@ -180,10 +180,15 @@ class AsyncPool:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
 
-        async def submit(args: tuple[Any, ...]) -> AsyncTask[T]:
-            return await self._submit(fn, args, {}, options, submit_timeout)
-
-        return AsyncMap(submit, _zip(iterables), window=window, ordered=ordered)
+        return AsyncMap(
+            self._core,
+            _callable(fn),
+            options,
+            submit_timeout,
+            _zip(iterables),
+            window=window,
+            ordered=ordered,
+        )
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -358,19 +363,26 @@ class AsyncMap(AsyncIterator[T]):
 
     def __init__(
         self,
-        submit: Callable[[tuple[Any, ...]], Awaitable[AsyncTask[T]]],
+        core: AsyncCore,
+        fn: Callable[..., Awaitable[T]],
+        options: TaskOptions,
+        submit_timeout: float | None,
         items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
         *,
         window: int,
         ordered: bool,
     ) -> None:
-        self._submit = submit
+        self._core = core
+        self._fn = fn
+        self._options = options
+        self._submit_timeout = submit_timeout
         self._items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]] | None = items
         self._window = window
         self._ordered = ordered
         self._started = False
-        self._in_flight: deque[AsyncTask[T]] = deque()
-        self._completed: asyncio.Queue[Future[Any]] = asyncio.Queue()
+        self._in_order: deque[AsyncTask[T]] = deque()  # ordered: oldest first
+        self._unordered: set[AsyncTask[T]] = set()
+        self._completed: asyncio.Queue[AsyncTask[T]] = asyncio.Queue()
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
@@ -382,20 +394,17 @@ class AsyncMap(AsyncIterator[T]):
         except (StopIteration, StopAsyncIteration):
             self._items = None
             return False
-        task = await self._submit(args)
-        self._in_flight.append(task)
-        if not self._ordered:
-            task.add_done_callback(self._completed.put_nowait)
-        return True
-
-    async def _next_done(self) -> AsyncTask[T]:
+        core = self._core
+        task: AsyncTask[T] = AsyncTask(self._fn, args, {}, self._options, core.bound())
+        if core.engine.full:
+            await core.wait_for_room(self._submit_timeout)
+        core.submit_nowait(task)
         if self._ordered:
-            task = self._in_flight[0]
-            await task._wait_done()
-            return self._in_flight.popleft()
-        done = await self._completed.get()
-        self._in_flight.remove(done)  # type: ignore[arg-type]  # one of ours
-        return done  # type: ignore[return-value]
+            self._in_order.append(task)
+        else:
+            self._unordered.add(task)
+            task.add_done_callback(self._completed.put_nowait)  # type: ignore[arg-type]  # ours
+        return True
 
     async def __anext__(self) -> T:
         try:
@@ -404,9 +413,18 @@ class AsyncMap(AsyncIterator[T]):
                 for _ in range(self._window):
                     if not await self._feed():
                         break
-            if not self._in_flight:
-                raise StopAsyncIteration
-            task = await self._next_done()
+            if self._ordered:
+                if not self._in_order:
+                    raise StopAsyncIteration
+                task = self._in_order[0]
+                if not task.done():
+                    await task._finished()  # a private future: cancelling it leaves the task
+                self._in_order.popleft()
+            else:
+                if not self._unordered:
+                    raise StopAsyncIteration
+                task = await self._completed.get()
+                self._unordered.discard(task)
             await self._feed()  # keep the window full while the consumer works
             return task.result()
         except BaseException:
@@ -425,8 +443,10 @@ class AsyncMap(AsyncIterator[T]):
 
     def _cancel(self) -> None:
         self._items = None
-        while self._in_flight:
-            self._in_flight.pop().cancel()
+        while self._in_order:
+            self._in_order.pop().cancel()
+        while self._unordered:
+            self._unordered.pop().cancel()
 
     def __del__(self) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more anyway
