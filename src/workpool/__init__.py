@@ -4,6 +4,7 @@ Bounded queues with backpressure, priorities, per-task timeouts and retries, aut
 pause/resume, graceful shutdown with a deadline, and stats, over one ``Pool`` API.
 """
 
+from ._async_pool import AsyncPool
 from ._errors import (
     BrokenPool,
     PoolClosed,
@@ -22,6 +23,7 @@ from ._version import __version__
 
 __all__ = [
     "RETRY_TIMEOUTS_AND_CRASHES",
+    "AsyncPool",
     "BrokenPool",
     "LoggingObserver",
     "Observer",

@@ -1,0 +1,468 @@
+"""The asyncio core: the scheduler driven from one event loop, workers as asyncio tasks.
+
+It is ``_core.py`` without the lock: every event reaches the scheduler on the loop's thread, so
+deciding and acting are one synchronous step that no other coroutine can interleave with. The
+pieces map one to one::
+
+    thread core                        asyncio core
+    worker thread                      worker asyncio task running coroutines in turn
+    park lock per worker               a future per parked worker (``wake`` resolves it)
+    timer thread                       one ``loop.call_at`` handle, moved when the next
+                                       timed event moves
+    Condition for room / all done      futures resolved when the queue shrinks / empties
+
+A timed-out or cancelled coroutine is cancelled for real (its worker task gets
+``Task.cancel()``). At a deadline the scheduler gives up on the worker at once (the slot is LOST,
+counted in ``abandoned``) and the task fails with ``TaskTimeout``; a replacement keeps capacity
+whole, and a coroutine that swallows its cancellation holds nobody: its worker exits whenever it
+finally returns. Calls from other threads (``Task.cancel``, the thread-safe submit) hop onto the
+loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, WorkerSlot
+from ._errors import QueueFull, TaskTimeout
+from ._options import TaskOptions
+from ._task import Task, _current
+
+T = TypeVar("T")
+
+_SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
+_RETRY, _STALE = Outcome.RETRY, Outcome.STALE
+_log = logging.getLogger("workpool")
+
+
+class AsyncTask(Task[T]):
+    """A ``Task`` of an ``AsyncPool``: also awaitable on the pool's loop.
+
+    ``await task`` returns the result or raises the task's error; awaiting a cancelled task
+    raises ``asyncio.CancelledError``. As with an ``asyncio.Task``, cancelling the coroutine
+    that awaits it cancels the task (``asyncio.shield(task)`` prevents that).
+    """
+
+    __slots__ = ("_aio_waiters", "_loop")
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions,
+        owner: AsyncCore,
+    ) -> None:
+        super().__init__(fn, args, kwargs, options, owner)
+        self._loop = owner.loop
+        self._aio_waiters: list[asyncio.Future[None]] | None = None
+
+    def _finished(self) -> asyncio.Future[None]:
+        """A future of the running loop that resolves once this task is done."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # another loop or thread: resolved through a callback
+            return asyncio.wrap_future(self, loop=loop)  # type: ignore[arg-type]  # any result type
+        waiter: asyncio.Future[None] = loop.create_future()
+        if self.done():
+            waiter.set_result(None)
+        elif self._aio_waiters is None:
+            self._aio_waiters = [waiter]
+        else:
+            self._aio_waiters.append(waiter)
+        return waiter
+
+    def _wake_waiters(self) -> None:
+        """Called on the loop once the task is resolved."""
+        waiters, self._aio_waiters = self._aio_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def __await__(self) -> Generator[Any, None, T]:
+        if not self.done():
+            waiter = self._finished()
+            try:
+                yield from waiter.__await__()
+            except asyncio.CancelledError:
+                if not waiter.done() or waiter.cancelled():
+                    self.cancel()  # the awaiting coroutine was cancelled: so is the task
+                raise
+        if self.cancelled():
+            raise asyncio.CancelledError(f"task {self.id} was cancelled")
+        return self.result()
+
+
+class _Worker:
+    """One worker: its asyncio task, its park future, and the cancels the pool sent it."""
+
+    __slots__ = ("aio", "cancels", "park")
+
+    def __init__(self) -> None:
+        self.aio: asyncio.Task[None] | None = None
+        self.park: asyncio.Future[bool] | None = None
+        self.cancels = 0
+
+
+class AsyncCore:
+    """Drives a ``Scheduler`` from one event loop. Bound to the loop it first runs on."""
+
+    def __init__(self, engine: Scheduler, clock: Callable[[], float] = time.monotonic) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = 0
+        self._workers: dict[int, asyncio.Task[None]] = {}  # not counting abandoned ones
+        self._timer: asyncio.TimerHandle | None = None
+        self._space_waiters: deque[asyncio.Future[bool]] = deque()
+        self._done_waiters: list[asyncio.Future[bool]] = []
+        self._torn_down = False  # a worker was cancelled from outside: the loop is going away
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def bind(self) -> asyncio.AbstractEventLoop:
+        """The pool's loop; the running one on first use. Raises if called off that loop."""
+        running = asyncio.get_running_loop()  # RuntimeError outside a coroutine: as asyncio
+        if self.loop is None:
+            self.loop, self._thread = running, threading.get_ident()
+        elif running is not self.loop:
+            raise RuntimeError("this AsyncPool belongs to another event loop")
+        return running
+
+    def bound(self) -> AsyncCore:
+        """``bind``, then this core (to make a task with)."""
+        self.bind()
+        return self
+
+    def on_loop_thread(self) -> bool:
+        return self.loop is None or threading.get_ident() == self._thread
+
+    def call_soon_threadsafe(self, fn: Callable[..., object], *args: Any) -> None:
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(fn, *args)
+
+    # -- the submitting side ------------------------------------------------------------------
+
+    def submit_nowait(self, task: AsyncTask[Any]) -> None:
+        engine = self.engine
+        if engine.full and not engine.closed:
+            raise QueueFull(engine.queue_size)
+        engine.submit(task, self.clock())
+        self._act()
+
+    async def wait_for_room(self, timeout: float | None) -> None:
+        """While the queue is full and the pool open; QueueFull after ``timeout`` seconds."""
+        engine, loop = self.engine, self.bind()
+        running = _current.get()
+        if running is not None and running[0]._owner is self:
+            raise QueueFull(
+                engine.queue_size,
+                "a task of this pool submitted to it while its queue is full: waiting could "
+                "deadlock, since the workers that would make room may all be waiting too; "
+                "use try_submit() or a larger queue_size",
+            )
+        deadline = None if timeout is None else loop.time() + timeout
+        while engine.full and not engine.closed:
+            room: asyncio.Future[bool] = loop.create_future()
+            self._space_waiters.append(room)
+            handle = None if deadline is None else loop.call_at(deadline, _resolve, room, False)
+            try:
+                if not await room:
+                    raise QueueFull(engine.queue_size)
+            except asyncio.CancelledError:
+                if room.done() and not room.cancelled() and room.result():
+                    self._notify_space()  # pass the room we were given on to the next
+                raise
+            finally:
+                if handle is not None:
+                    handle.cancel()
+                if room in self._space_waiters:
+                    self._space_waiters.remove(room)
+
+    def _notify_space(self) -> None:
+        waiters = self._space_waiters
+        while waiters and not self.engine.full:
+            room = waiters.popleft()
+            if not room.done():
+                room.set_result(True)
+                return
+
+    def cancel(self, task: Task[Any]) -> bool:
+        """``Task.cancel``. From another thread it is carried out on the loop (returns False)."""
+        if not self.on_loop_thread():
+            self.call_soon_threadsafe(self.cancel, task)
+            return False
+        verdict = self.engine.cancel(task)
+        slot = task.worker
+        if verdict:
+            self._notify_space()
+            self._settle(task, _CANCELLED, None, None)
+            return True
+        if verdict is None and slot is not None:
+            self._interrupt(slot)
+            return False
+        return task.cancelled()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Until no task is queued, delayed or running; False after ``timeout`` seconds."""
+        if self.engine.unfinished == 0:
+            return True
+        loop = self.bind()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._done_waiters.append(done)
+        handle = None if timeout is None else loop.call_later(timeout, _resolve, done, False)
+        try:
+            return await done
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if done in self._done_waiters:
+                self._done_waiters.remove(done)
+
+    def control(self, change: Callable[[Scheduler], Any]) -> Any:
+        """Apply ``change`` to the scheduler, then carry out its decisions."""
+        result = change(self.engine)
+        self._act()
+        return result
+
+    def close(self, *, cancel_waiting: bool, stop_running: bool = False) -> list[Task[Any]]:
+        """Accept nothing more; cancel what waits and cancel what runs, if told to."""
+        engine = self.engine
+        engine.close()
+        cancelled = engine.cancel_waiting() if cancel_waiting else []
+        running = engine.running_tasks() if stop_running else []
+        self._act()
+        while self._space_waiters:  # they see the pool closed and raise PoolClosed
+            _resolve(self._space_waiters.popleft(), True)
+        for task in cancelled:
+            self._settle(task, _CANCELLED, None, None)
+        for task in running:
+            self.cancel(task)
+        return cancelled
+
+    async def join(self, timeout: float | None) -> bool:
+        """After ``close``: wait for every task, then for the workers (not abandoned ones)."""
+        loop = self.bind()
+        deadline = None if timeout is None else loop.time() + timeout
+        if not await self.wait(timeout):
+            return False
+        me = asyncio.current_task()
+        workers = [w for w in self._workers.values() if w is not me]
+        if workers:
+            remaining = None if deadline is None else max(0.0, deadline - loop.time())
+            _, pending = await asyncio.wait(workers, timeout=remaining)
+            if pending:
+                return False
+        if self._timer is not None and self.engine.unfinished == 0:
+            self._timer.cancel()
+            self._timer = None
+        return True
+
+    # -- the workers --------------------------------------------------------------------------
+
+    async def _work(self, slot: WorkerSlot) -> None:
+        worker: _Worker = slot.handle
+        try:
+            task = self._take(slot)
+            while task is not RETIRE:
+                if task is None:
+                    task = await self._park(slot, worker)
+                else:
+                    task = await self._run(slot, worker, task)
+        except asyncio.CancelledError:
+            # Not ours (ours are caught around the call): the loop is going away, say. Whatever
+            # the worker held ends cancelled and the worker leaves for good.
+            if self._workers.get(slot.id) is worker.aio:
+                self._tear_down(slot)
+            raise
+        finally:
+            if self._workers.get(slot.id) is worker.aio:
+                del self._workers[slot.id]
+
+    async def _run(self, slot: WorkerSlot, worker: _Worker, task: Task[Any]) -> Next:
+        token = _current.set((task, task.attempts))
+        value: Any = None
+        error: BaseException | None = None
+        try:
+            call = task.fn(*task.args, **task.kwargs)
+            if not hasattr(call, "__await__"):
+                raise TypeError(
+                    f"{task.name} returned {type(call).__name__}, not an awaitable: AsyncPool "
+                    "runs coroutine functions (hand blocking work to a Pool)"
+                )
+            value = await call
+        except asyncio.CancelledError as exc:
+            if not worker.cancels and not _cancelled_by_coroutine():
+                raise  # the worker itself is being cancelled
+            error = cf.CancelledError() if task._cancel_requested else exc
+        except BaseException as exc:
+            error = exc
+        finally:
+            _current.reset(token)
+        if worker.cancels:
+            _uncancel(worker.cancels)
+            if error is None or not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
+                _log.warning("task %s went on after it was cancelled", task.id)
+            worker.cancels = 0
+        return self._done(slot, task, value, error)
+
+    async def _park(self, slot: WorkerSlot, worker: _Worker) -> Next:
+        loop = self.loop
+        assert loop is not None
+        park = worker.park = loop.create_future()
+        timeout = self.engine.park_timeout()
+        handle = None if timeout is None else loop.call_later(timeout, _resolve, park, False)
+        try:
+            woken = await park
+        finally:
+            worker.park = None
+            if handle is not None:
+                handle.cancel()
+        if woken:
+            return self._take(slot)
+        verdict = self.engine.idle_expired(slot)
+        self._act()
+        return self._take(slot) if verdict is Directive.WOKEN else verdict
+
+    def _take(self, slot: WorkerSlot) -> Next:
+        task = self.engine.take(slot, self.clock())
+        self._after_take()
+        return task
+
+    def _done(
+        self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
+    ) -> Next:
+        engine = self.engine
+        now = self.clock()
+        outcome = engine.complete(slot, task, error, now)
+        if outcome is _STALE:
+            return RETIRE
+        next_task = engine.take(slot, now)
+        self._after_take()
+        if outcome is not _RETRY:
+            self._settle(task, outcome, value, error)
+        return next_task
+
+    def _lost(self, slot: WorkerSlot, error: BaseException) -> None:
+        task, outcome = self.engine.lose(slot, error, self.clock())
+        self._after_take()
+        if task is not None and outcome is not None and outcome is not _RETRY:
+            self._settle(task, outcome, None, error)
+
+    def _tear_down(self, slot: WorkerSlot) -> None:
+        """A worker was cancelled from outside (``asyncio.run`` ending, say): start nothing more,
+        cancel what waits, and end the worker's task cancelled."""
+        self._torn_down = True
+        self.close(cancel_waiting=True)
+        self._lost(slot, cf.CancelledError())
+
+    def _interrupt(self, slot: WorkerSlot) -> None:
+        """Cancel the coroutine running on ``slot`` for real."""
+        worker: _Worker = slot.handle
+        if worker.aio is not None and not worker.aio.done():
+            worker.cancels += 1
+            worker.aio.cancel()
+
+    # -- acting on decisions ------------------------------------------------------------------
+
+    def _act(self) -> None:
+        engine = self.engine
+        if engine.timer_dirty:
+            self._reschedule_timer()
+        if engine.wakeups:
+            self._dispatch()
+
+    def _after_take(self) -> None:
+        if self._space_waiters:
+            self._notify_space()
+        self._act()
+
+    def _dispatch(self) -> None:
+        engine = self.engine
+        wakeups, engine.wakeups = engine.wakeups, []
+        for slot in wakeups:
+            worker = slot.handle
+            if worker is None:
+                if self._torn_down:
+                    self.engine.lose(slot, None, self.clock())
+                    continue
+                worker = slot.handle = _Worker()
+                loop = self.loop
+                assert loop is not None
+                worker.aio = loop.create_task(self._work(slot), name=f"workpool-{slot.id}")
+                self._workers[slot.id] = worker.aio
+            elif worker.park is not None:
+                _resolve(worker.park, True)
+            # else: its park timed out and it has not run yet; it sees it was woken then
+
+    def _settle(
+        self, task: Task[Any], outcome: Outcome, value: Any, error: BaseException | None
+    ) -> None:
+        """Resolve a task to its counted outcome; then tell ``wait()`` if all is done."""
+        if outcome is _SUCCEEDED:
+            task.set_result(value)
+        elif outcome is _CANCELLED:
+            task._mark_cancelled()
+        else:
+            task.set_exception(error)
+        if isinstance(task, AsyncTask):
+            task._wake_waiters()
+        if self._done_waiters and self.engine.unfinished == 0:
+            for done in self._done_waiters:
+                _resolve(done, True)
+            self._done_waiters.clear()
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def _reschedule_timer(self) -> None:
+        loop = self.loop
+        assert loop is not None
+        when = self.engine.next_wakeup()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = loop.call_at(loop.time() + (when - self.clock()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        expired = self.engine.poll(self.clock())
+        for _task, slot, _ in expired:
+            self._workers.pop(slot.id, None)  # abandoned: shutdown does not wait for it
+            self._interrupt(slot)
+        self._after_take()
+        for task, _, outcome in expired:
+            if outcome is not _RETRY:
+                self._settle(task, outcome, None, TaskTimeout(task.id, task.options.timeout))
+        if self._timer is None:
+            self._reschedule_timer()
+
+
+def _resolve(future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _cancelled_by_coroutine() -> bool:
+    """Whether a CancelledError came from the coroutine itself, not a cancel of the worker.
+
+    Python 3.10 cannot tell (no ``Task.cancelling``): it treats it as a cancel of the worker.
+    """
+    current = asyncio.current_task()
+    cancelling = getattr(current, "cancelling", None)
+    return cancelling is not None and cancelling() == 0
+
+
+def _uncancel(count: int) -> None:
+    """Withdraw the cancels the pool sent, so that later ``asyncio.timeout`` blocks work."""
+    current = asyncio.current_task()
+    uncancel = getattr(current, "uncancel", None)
+    if uncancel is not None:
+        for _ in range(count):
+            uncancel()

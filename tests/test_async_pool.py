@@ -1,0 +1,1004 @@
+"""AsyncPool: bounded concurrency for coroutines on the scheduler, driven from the event loop.
+
+Each test runs its coroutine on a fresh loop through the ``run`` fixture, which fails a test that
+leaves an asyncio task pending. Tests synchronise with ``asyncio.Event``; ``settle()`` lets every
+ready callback run (a few loop turns, no time passes), never a sleep to let things happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import contextlib
+import signal
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from helpers import assert_accounted
+
+import workpool
+from workpool import AsyncPool, PoolClosed, QueueFull, RetryPolicy, TaskState, TaskTimeout
+
+T = TypeVar("T")
+Run = Callable[[Awaitable[T]], T]
+NO_BACKOFF = RetryPolicy(base_delay=0.0)
+
+
+@pytest.fixture
+def run() -> Iterator[Run[Any]]:
+    """Run a coroutine on a new loop; fail the test if it leaves an asyncio task pending."""
+    leftovers: list[asyncio.Task[Any]] = []
+
+    def run_(coro: Awaitable[T]) -> T:
+        async def main() -> T:
+            try:
+                return await coro
+            finally:
+                await settle()
+                me = asyncio.current_task()
+                leftovers.extend(t for t in asyncio.all_tasks() if t is not me)
+
+        return asyncio.run(main())
+
+    yield run_
+    assert not leftovers, f"asyncio tasks left pending: {leftovers}"
+
+
+async def settle(turns: int = 5) -> None:
+    """Let every ready callback and woken task run; no time passes."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition no event signals (a worker retiring on its own timer)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+async def double(x: int) -> int:
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+class Gate:
+    """Coroutines wait on it; the test sees how many entered and opens it."""
+
+    def __init__(self) -> None:
+        self.opened = asyncio.Event()
+        self.inside = 0
+        self.most = 0
+        self.entered = asyncio.Event()
+
+    async def wait(self, value: Any = None) -> Any:
+        self.inside += 1
+        self.most = max(self.most, self.inside)
+        self.entered.set()
+        try:
+            await self.opened.wait()
+        finally:
+            self.inside -= 1
+        return value
+
+    async def await_inside(self, n: int) -> None:
+        while self.inside < n:
+            self.entered.clear()
+            await asyncio.wait_for(self.entered.wait(), 10)
+
+
+# -- submitting and results -------------------------------------------------------------------
+
+
+def test_submit_returns_awaitable_task(run: Run[None]) -> None:
+    """A submitted coroutine's value comes back by awaiting its task, a workpool Task."""
+
+    async def main() -> None:
+        async with AsyncPool(workers=2) as pool:
+            task = await pool.submit(double, 21)
+            assert await task == 42
+            assert isinstance(task, workpool.Task) and isinstance(task, cf.Future)
+            assert task.state is TaskState.SUCCEEDED and task.attempts == 1
+            assert task.id.startswith("t") and task.result() == 42
+            assert pool.stats().succeeded == 1
+
+    run(main())
+
+
+def test_workers_bound_concurrency(run: Run[None]) -> None:
+    """No more than ``workers`` coroutines run at once; the rest wait in the queue."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(workers=3) as pool:
+            tasks = [await pool.submit(gate.wait, i) for i in range(10)]
+            await gate.await_inside(3)
+            await settle()
+            stats = pool.stats()
+            assert (stats.busy, stats.queued, gate.inside) == (3, 7, 3)
+            gate.opened.set()
+            assert [await t for t in tasks] == list(range(10))
+            assert gate.most == 3
+
+    run(main())
+
+
+def test_task_error_is_raised_unchanged(run: Run[None]) -> None:
+    """A coroutine's exception is raised by awaiting its task, and it counts as failed."""
+
+    async def boom() -> None:
+        raise KeyError("no")
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            task = await pool.submit(boom)
+            with pytest.raises(KeyError):
+                await task
+            assert task.state is TaskState.FAILED and pool.stats().failed == 1
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup and TaskGroup are 3.11+")
+def test_exception_group_inside_task(run: Run[None]) -> None:
+    """A TaskGroup failing inside a task fails the task with its ExceptionGroup unchanged."""
+
+    async def fail(message: str) -> None:
+        raise ValueError(message)
+
+    async def grouped() -> None:
+        async with asyncio.TaskGroup() as group:  # type: ignore[attr-defined]  # 3.11+
+            group.create_task(fail("a"))
+            group.create_task(fail("b"))
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            task = await pool.submit(grouped)
+            with pytest.raises(ExceptionGroup) as caught:  # noqa: F821  # builtin on 3.11+
+                await task
+            assert sorted(str(e) for e in caught.value.exceptions) == ["a", "b"]
+            assert task.state is TaskState.FAILED
+
+    run(main())
+
+
+def test_sync_function_fails_with_clear_error(run: Run[None]) -> None:
+    """A plain function (not a coroutine function) fails its task with a TypeError saying so."""
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(len, "abc")  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="not an awaitable"):
+                await task
+
+    run(main())
+
+
+def test_bad_arguments_raise_clear_errors(run: Run[None]) -> None:
+    """Bad sizes, rate limits and callables are rejected at once with a clear message."""
+    with pytest.raises(ValueError, match="workers"):
+        AsyncPool(workers=0)
+    with pytest.raises(ValueError, match="queue_size"):
+        AsyncPool(2, queue_size=-1)
+    with pytest.raises(ValueError, match="rate limit"):
+        AsyncPool(2, rate_limit=(0, 1.0))
+    with pytest.raises(TypeError, match="not both"):
+        AsyncPool(2, max_workers=3)
+    with pytest.raises(ValueError, match="timeout"):
+        AsyncPool(2).options(timeout=-1)
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            with pytest.raises(TypeError, match="callable"):
+                await pool.submit(42)  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_plain_methods_outside_a_loop_raise() -> None:
+    """try_submit outside a running event loop raises RuntimeError, as asyncio does."""
+    with pytest.raises(RuntimeError):
+        AsyncPool(1).try_submit(double, 1)
+
+
+def test_pool_belongs_to_one_loop(run: Run[None]) -> None:
+    """Using a pool from a second event loop raises RuntimeError."""
+    pool = AsyncPool(1)
+
+    async def use() -> int:
+        return await (await pool.submit(double, 1))
+
+    async def use_and_close() -> int:
+        value = await use()
+        await pool.shutdown()
+        return value
+
+    assert run(use_and_close()) == 2
+    with pytest.raises(RuntimeError, match="another event loop"):
+        run(use())
+
+
+# -- the queue --------------------------------------------------------------------------------
+
+
+def test_full_queue_try_submit_raises_and_submit_waits(run: Run[None]) -> None:
+    """With the queue full, try_submit raises QueueFull and submit waits for room."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1, queue_size=1) as pool:
+            await pool.submit(gate.wait)
+            await gate.await_inside(1)
+            await pool.submit(double, 1)  # fills the queue
+            with pytest.raises(QueueFull):
+                pool.try_submit(double, 2)
+            waiting = asyncio.create_task(pool.submit(double, 3))
+            await settle()
+            assert not waiting.done()
+            gate.opened.set()
+            assert await (await waiting) == 6
+
+    run(main())
+
+
+def test_submit_timeout_raises_queue_full(run: Run[None]) -> None:
+    """submit_timeout bounds the wait for room, then QueueFull is raised."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1, queue_size=1) as pool:
+            await pool.submit(gate.wait)
+            await pool.submit(double, 1)
+            with pytest.raises(QueueFull):
+                await pool.options(submit_timeout=0.05).submit(double, 2)
+            gate.opened.set()
+
+    run(main())
+
+
+def test_cancelled_waiting_submitter_passes_room_on(run: Run[None]) -> None:
+    """A submitter cancelled while waiting for room does not strand the next one."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1, queue_size=1) as pool:
+            await pool.submit(gate.wait)
+            await gate.await_inside(1)
+            await pool.submit(double, 1)
+            first = asyncio.create_task(pool.submit(double, 2))
+            second = asyncio.create_task(pool.submit(double, 3))
+            await settle()
+            first.cancel()
+            gate.opened.set()
+            assert await (await second) == 6
+            with pytest.raises(asyncio.CancelledError):
+                await first
+
+    run(main())
+
+
+def test_submit_after_shutdown_raises_pool_closed(run: Run[None]) -> None:
+    """Submitting to a shut-down pool raises PoolClosed; so does a submitter waiting for room."""
+
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(1, queue_size=1)
+        await pool.submit(gate.wait)
+        await pool.submit(double, 1)
+        waiting = asyncio.create_task(pool.submit(double, 2))
+        await settle()
+        stopping = asyncio.create_task(pool.shutdown())
+        with pytest.raises(PoolClosed):
+            await waiting
+        with pytest.raises(PoolClosed):
+            pool.try_submit(double, 3)
+        gate.opened.set()
+        assert (await stopping).completed
+
+    run(main())
+
+
+def test_task_submitting_to_its_full_pool_raises(run: Run[None]) -> None:
+    """A task that waits for room in its own full pool gets QueueFull instead of a deadlock."""
+
+    async def main() -> None:
+        gate, full = Gate(), asyncio.Event()
+        async with AsyncPool(1, queue_size=1) as pool:
+
+            async def nested() -> None:
+                await full.wait()
+                await pool.submit(double, 1)
+
+            task = await pool.submit(nested)
+            await settle()
+            await pool.submit(gate.wait)
+            full.set()
+            with pytest.raises(QueueFull, match="deadlock"):
+                await task
+            gate.opened.set()
+
+    run(main())
+
+
+# -- priorities, retries, timeouts, cancellation ------------------------------------------------
+
+
+def test_higher_priority_runs_first(run: Run[None]) -> None:
+    """Waiting tasks start by priority, and in submission order among equals."""
+
+    async def main() -> None:
+        gate, order = Gate(), []
+
+        async def note(name: str) -> None:
+            order.append(name)
+
+        async with AsyncPool(1) as pool:
+            await pool.submit(gate.wait)
+            await gate.await_inside(1)
+            for name, priority in [("low", 0), ("high", 5), ("low2", 0), ("top", 9)]:
+                await pool.options(priority=priority).submit(note, name)
+            gate.opened.set()
+        assert order == ["top", "high", "low", "low2"]
+
+    run(main())
+
+
+def test_retries_until_success(run: Run[None]) -> None:
+    """A failing coroutine is run again, after its backoff, up to ``retries`` more times."""
+
+    async def main() -> None:
+        calls = []
+
+        async def flaky() -> str:
+            calls.append(workpool.current_task().attempt)
+            if len(calls) < 3:
+                raise OSError("try again")
+            return "ok"
+
+        async with AsyncPool(2) as pool:
+            policy = RetryPolicy(base_delay=0.01, jitter=0.0)
+            task = await pool.options(retries=2, retry=policy).submit(flaky)
+            assert await task == "ok"
+            assert calls == [1, 2, 3] and task.attempts == 3
+            assert pool.stats().retried == 2
+
+    run(main())
+
+
+def test_timeout_cancels_the_coroutine(run: Run[None]) -> None:
+    """Past its timeout a coroutine is cancelled for real and the task fails with TaskTimeout."""
+
+    async def main() -> None:
+        cancelled = asyncio.Event()
+
+        async def hang() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        async with AsyncPool(1) as pool:
+            task = await pool.options(timeout=0.05).submit(hang)
+            with pytest.raises(TaskTimeout):
+                await task
+            await asyncio.wait_for(cancelled.wait(), 10)
+            assert task.state is TaskState.TIMED_OUT
+            assert await (await pool.submit(double, 4)) == 8
+            await settle()
+            stats = pool.stats()
+            assert stats.timed_out == 1 and stats.abandoned == 0
+            assert_accounted(stats)
+
+    run(main())
+
+
+def test_timeout_retried_then_succeeds(run: Run[None]) -> None:
+    """A timed-out attempt is retried like any failure, and the retry can succeed."""
+
+    async def main() -> None:
+        async def slow_once() -> str:
+            if workpool.current_task().attempt == 1:
+                await asyncio.Event().wait()
+            return "done"
+
+        async with AsyncPool(1) as pool:
+            task = await pool.options(timeout=0.05, retries=1, retry=NO_BACKOFF).submit(slow_once)
+            assert await task == "done" and task.attempts == 2
+
+    run(main())
+
+
+def test_swallowed_cancellation_is_abandoned_not_waited_for(run: Run[None]) -> None:
+    """A coroutine that swallows its cancellation fails at its deadline anyway and is abandoned.
+
+    Its worker counts as abandoned, a replacement runs the next task, shutdown does not wait for
+    it, and when it finally returns its result is dropped.
+    """
+
+    async def main() -> None:
+        release, swallowed, ended = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+        async def stubborn() -> str:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                swallowed.set()
+            await release.wait()
+            ended.set()
+            return "too late"
+
+        pool = AsyncPool(1)
+        task = await pool.options(timeout=0.05).submit(stubborn)
+        with pytest.raises(TaskTimeout):
+            await task
+        await asyncio.wait_for(swallowed.wait(), 10)
+        assert pool.stats().abandoned == 1
+        assert await (await pool.submit(double, 5)) == 10  # on the replacement worker
+        report = await pool.shutdown(timeout=10)
+        assert report.completed and report.stats.abandoned == 1
+        release.set()
+        await asyncio.wait_for(ended.wait(), 10)
+        await settle()
+        assert task.state is TaskState.TIMED_OUT and pool.stats().abandoned == 0
+        assert_accounted(pool.stats())
+
+    run(main())
+
+
+def test_cancel_running_task_cancels_coroutine(run: Run[None]) -> None:
+    """Cancelling a running task cancels its coroutine; awaiting it raises CancelledError."""
+
+    async def main() -> None:
+        gate, saw = Gate(), asyncio.Event()
+
+        async def watched() -> None:
+            try:
+                await gate.wait()
+            except asyncio.CancelledError:
+                saw.set()
+                raise
+
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(watched)
+            await gate.await_inside(1)
+            assert task.cancel() is False  # asked; it ends cancelled once the coroutine stops
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert saw.is_set() and task.state is TaskState.CANCELLED and task.cancelled()
+            assert await (await pool.submit(double, 1)) == 2  # the worker goes on
+            assert pool.stats().cancelled == 1
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
+def test_worker_fine_after_swallowed_cancel(
+    run: Run[None], caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a task swallows a cancel, its worker tells the next task's own CancelledError apart."""
+
+    async def main() -> None:
+        gate = Gate()
+
+        async def ignores_cancel() -> str:
+            with contextlib.suppress(asyncio.CancelledError):
+                await gate.wait()
+            return "ignored"
+
+        async def awaits_cancelled_future() -> None:
+            future = asyncio.get_running_loop().create_future()
+            future.cancel()
+            await future  # a CancelledError of the coroutine's own, not a cancel of it
+
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(ignores_cancel)
+            await gate.await_inside(1)
+            task.cancel()
+            assert await task == "ignored" and task.state is TaskState.SUCCEEDED
+            own = await pool.submit(awaits_cancelled_future)
+            with pytest.raises(asyncio.CancelledError):
+                await own
+            assert own.state is TaskState.FAILED and not pool.stats().closed
+        assert "went on after it was cancelled" in caplog.text
+
+    run(main())
+
+
+def test_cancel_queued_task(run: Run[None]) -> None:
+    """A queued task is cancelled at once and never runs."""
+
+    async def main() -> None:
+        gate, ran = Gate(), []
+
+        async def note() -> None:
+            ran.append(1)
+
+        async with AsyncPool(1) as pool:
+            await pool.submit(gate.wait)
+            task = await pool.submit(note)
+            assert task.cancel() is True and task.state is TaskState.CANCELLED
+            gate.opened.set()
+        assert ran == []
+
+    run(main())
+
+
+def test_cancelling_the_awaiter_cancels_the_task(run: Run[None]) -> None:
+    """As with asyncio tasks, cancelling a coroutine awaiting a task cancels the task."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(gate.wait)
+            await gate.await_inside(1)
+
+            async def awaiter() -> Any:
+                return await task
+
+            waiting = asyncio.create_task(awaiter())
+            await settle()
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+            await settle()
+            assert task.state is TaskState.CANCELLED
+
+    run(main())
+
+
+def test_cancelled_shielded_awaiter_leaves_task_running(run: Run[None]) -> None:
+    """asyncio.shield keeps the task running when the coroutine awaiting it is cancelled."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(gate.wait, "kept")
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 0.01)
+            gate.opened.set()
+            assert await task == "kept"
+
+    run(main())
+
+
+def test_current_task_inside_coroutine(run: Run[None]) -> None:
+    """workpool.current_task() describes the running task inside its coroutine."""
+
+    async def introspect() -> tuple[str, int, bool]:
+        ctx = workpool.current_task()
+        await asyncio.sleep(0)
+        ctx.check()
+        return ctx.id, ctx.attempt, ctx.deadline is not None
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            task = await pool.options(timeout=30).submit(introspect)
+            assert await task == (task.id, 1, True)
+        with pytest.raises(RuntimeError):
+            workpool.current_task()
+
+    run(main())
+
+
+# -- map, as_completed, wait ------------------------------------------------------------------
+
+
+def test_map_ordered_over_sync_and_async_inputs(run: Run[None]) -> None:
+    """map yields results in input order, over sync and async iterables zipped together."""
+
+    async def numbers(n: int) -> AsyncIterator[int]:
+        for i in range(n):
+            await asyncio.sleep(0)
+            yield i
+
+    async def add(a: int, b: int) -> int:
+        await asyncio.sleep(0)
+        return a + b
+
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            assert [x async for x in pool.map(double, range(20))] == [2 * i for i in range(20)]
+            both = [x async for x in pool.map(add, numbers(10), range(100))]
+            assert both == [2 * i for i in range(10)]
+
+    run(main())
+
+
+def test_map_unordered_yields_in_completion_order(run: Run[None]) -> None:
+    """With ordered=False results come as they complete."""
+
+    async def main() -> None:
+        first_may_end = asyncio.Event()
+
+        async def item(i: int) -> int:
+            if i == 0:
+                await first_may_end.wait()
+            else:
+                first_may_end.set()
+            return i
+
+        async with AsyncPool(2) as pool:
+            out = [x async for x in pool.map(item, range(2), ordered=False)]
+            assert out == [1, 0]
+
+    run(main())
+
+
+def test_map_reads_input_lazily(run: Run[None]) -> None:
+    """map reads the input only as results are taken: a bounded window ahead."""
+
+    async def main() -> None:
+        read = 0
+
+        def endless() -> Iterator[int]:
+            nonlocal read
+            while True:
+                read += 1
+                yield read
+
+        async with AsyncPool(2) as pool:
+            async with pool.map(double, endless(), window=4) as results:
+                async for value in results:
+                    if value >= 20:
+                        break
+            assert read <= 10 + 4 + 1
+            await pool.wait()
+            assert_accounted(pool.stats())
+
+    run(main())
+
+
+def test_map_error_cancels_the_rest(run: Run[None]) -> None:
+    """A failing item raises from map, and the tasks still in flight are cancelled."""
+
+    async def main() -> None:
+        gate = Gate()
+
+        async def item(i: int) -> int:
+            if i == 0:
+                raise ValueError("bad item")
+            return await gate.wait(i)
+
+        async with AsyncPool(3) as pool:
+            with pytest.raises(ValueError, match="bad item"):
+                async for _ in pool.map(item, range(10), window=5):
+                    pass
+            await pool.wait()
+            stats = pool.stats()
+            assert stats.failed == 1 and stats.succeeded == 0
+            assert stats.cancelled == stats.submitted - 1
+
+    run(main())
+
+
+def test_as_completed_yields_finished_tasks(run: Run[None]) -> None:
+    """as_completed yields each task as it finishes, sync Pool tasks included."""
+
+    async def main() -> None:
+        gate = Gate()
+        with workpool.Pool(1) as threads:
+            async with AsyncPool(2) as pool:
+                slow = await pool.submit(gate.wait, "slow")
+                fast = await pool.submit(double, 1)
+                threaded = threads.submit(sum, [1, 2])
+                seen = []
+                async for task in pool.as_completed([slow, fast, threaded]):
+                    seen.append(task.result())
+                    if len(seen) == 2:
+                        gate.opened.set()
+                assert sorted(seen[:2], key=str) == [2, 3] and seen[2] == "slow"
+
+    run(main())
+
+
+def test_as_completed_timeout(run: Run[None]) -> None:
+    """as_completed raises TimeoutError when tasks are still unfinished after its timeout."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(gate.wait)
+            with pytest.raises(TimeoutError):
+                async for _ in pool.as_completed([task], timeout=0.02):
+                    pass
+            gate.opened.set()
+
+    run(main())
+
+
+def test_wait_group(run: Run[None]) -> None:
+    """wait returns True once every task finished, False if its timeout passes first."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2) as pool:
+            assert await pool.wait()
+            await pool.submit(gate.wait)
+            assert await pool.wait(timeout=0.02) is False
+            waiter = asyncio.create_task(pool.wait())
+            await settle()
+            assert not waiter.done()
+            gate.opened.set()
+            assert await waiter is True
+
+    run(main())
+
+
+# -- control ----------------------------------------------------------------------------------
+
+
+def test_pause_and_resume(run: Run[None]) -> None:
+    """While paused no task starts; resume starts the waiting ones."""
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            pool.pause()
+            task = await pool.submit(double, 3)
+            await settle()
+            assert task.state is TaskState.QUEUED and pool.stats().paused
+            pool.resume()
+            assert await task == 6
+
+    run(main())
+
+
+def test_resize_grows_and_shrinks(run: Run[None]) -> None:
+    """resize changes how many coroutines run at once."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(1) as pool:
+            tasks = [await pool.submit(gate.wait) for _ in range(4)]
+            await gate.await_inside(1)
+            pool.resize(3)
+            await gate.await_inside(3)
+            assert pool.stats().workers == 3
+            with pytest.raises(ValueError, match="max_workers"):
+                pool.resize(0)
+            pool.resize(1)
+            gate.opened.set()
+            for task in tasks:
+                await task
+            await settle()
+            assert pool.stats().workers == 1
+
+    run(main())
+
+
+def test_autoscaling_grows_then_retires_idle_workers(run: Run[None]) -> None:
+    """Between bounds, workers are added while work waits and idle ones retire."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(min_workers=0, max_workers=4, idle_timeout=0.05) as pool:
+            tasks = [await pool.submit(gate.wait) for _ in range(6)]
+            await gate.await_inside(4)
+            assert pool.stats().workers == 4
+            gate.opened.set()
+            for task in tasks:
+                await task
+            await until(lambda: pool.stats().workers == 0)
+
+    run(main())
+
+
+def test_rate_limit_spaces_task_starts(run: Run[None]) -> None:
+    """rate_limit=(n, period) starts at most n tasks per period (a burst of n, then spaced)."""
+
+    async def main() -> None:
+        starts: list[float] = []
+
+        async def note() -> None:
+            starts.append(time.monotonic())
+
+        async with AsyncPool(4, rate_limit=(2, 0.1)) as pool:
+            tasks = [await pool.submit(note) for _ in range(6)]
+            for task in tasks:
+                await task
+        # a burst of two, then one start every 0.05 s: the sixth is at least 0.2 s after the first
+        assert starts[-1] - starts[0] >= 0.19
+
+    run(main())
+
+
+def test_stats_account_for_every_task(run: Run[None]) -> None:
+    """Every submitted task counts in exactly one place, whatever its outcome."""
+
+    async def boom() -> None:
+        raise ValueError
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2) as pool:
+            await pool.submit(double, 1)
+            await pool.submit(boom)
+            hung = await pool.submit(gate.wait)
+            await pool.options(timeout=0.02).submit(asyncio.Event().wait)
+            await gate.await_inside(1)
+            hung.cancel()
+            await pool.wait()
+            stats = pool.stats()
+            assert (stats.succeeded, stats.failed, stats.cancelled, stats.timed_out) == (1, 1, 1, 1)
+            assert_accounted(stats)
+            assert "AsyncPool" in repr(pool)
+
+    run(main())
+
+
+# -- shutting down ----------------------------------------------------------------------------
+
+
+def test_shutdown_drains_and_reports(run: Run[None]) -> None:
+    """shutdown lets queued tasks run, then reports a completed shutdown."""
+
+    async def main() -> None:
+        pool = AsyncPool(2)
+        tasks = [await pool.submit(double, i) for i in range(10)]
+        report = await pool.shutdown()
+        assert report.completed and report.finished == 10 and not report.running
+        assert all(t.state is TaskState.SUCCEEDED for t in tasks)
+        assert (await pool.shutdown()).completed  # again: harmless
+
+    run(main())
+
+
+def test_shutdown_with_timeout_and_cancel_futures(run: Run[None]) -> None:
+    """With a timeout, shutdown returns by then and says what it cancelled and left running."""
+
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(1)
+        running = await pool.submit(gate.wait)
+        queued = await pool.submit(double, 1)
+        await gate.await_inside(1)
+        report = await pool.shutdown(cancel_futures=True, timeout=0.02)
+        assert not report.completed
+        assert report.cancelled == (queued,) and report.running == (running,)
+        gate.opened.set()
+        assert (await pool.shutdown()).completed
+
+    run(main())
+
+
+def test_error_in_async_with_cancels_everything(run: Run[None]) -> None:
+    """Leaving ``async with`` by an exception cancels waiting tasks and running coroutines."""
+
+    async def main() -> None:
+        gate = Gate()
+        with pytest.raises(ZeroDivisionError):
+            async with AsyncPool(1) as pool:
+                running = await pool.submit(gate.wait)
+                queued = await pool.submit(double, 1)
+                await gate.await_inside(1)
+                1 / 0  # the block fails
+        assert running.state is TaskState.CANCELLED and queued.state is TaskState.CANCELLED
+        assert pool.stats().closed
+
+    run(main())
+
+
+def test_cancelled_async_with_block_cancels_its_tasks(run: Run[None]) -> None:
+    """Cancelling the coroutine inside ``async with`` cancels the pool's tasks and awaits them."""
+
+    async def main() -> None:
+        gate, tasks = Gate(), []
+
+        async def block() -> None:
+            async with AsyncPool(1) as pool:
+                tasks.append(await pool.submit(gate.wait))
+                tasks.append(await pool.submit(double, 1))
+                await asyncio.Event().wait()
+
+        outer = asyncio.create_task(block())
+        await gate.await_inside(1)
+        outer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await outer
+        assert [t.state for t in tasks] == [TaskState.CANCELLED, TaskState.CANCELLED]
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.run turns SIGINT into a cancel")
+def test_ctrl_c_cancels_running_coroutines() -> None:
+    """Ctrl-C under asyncio.run cancels the pool's running coroutines; KeyboardInterrupt follows."""
+    seen = []
+
+    async def hang() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            tasks.append(await pool.submit(hang))
+            await settle()
+            signal.raise_signal(signal.SIGINT)
+            await asyncio.Event().wait()
+
+    tasks: list[workpool.Task[None]] = []
+    with pytest.raises(KeyboardInterrupt):
+        asyncio.run(main())
+    assert seen == ["cancelled"] and tasks[0].state is TaskState.CANCELLED
+
+
+def test_loop_ending_with_open_pool_does_not_hang() -> None:
+    """asyncio.run ending while a pool still has work cancels its workers and returns."""
+    tasks = []
+
+    async def main() -> None:
+        pool = AsyncPool(1)
+        tasks.append(await pool.submit(asyncio.Event().wait))
+        tasks.append(await pool.submit(double, 1))
+        await settle()
+
+    asyncio.run(main())
+    assert all(task.cancelled() for task in tasks)
+
+
+# -- bridges ----------------------------------------------------------------------------------
+
+
+def test_await_thread_pool_task_and_cancel_it(run: Run[None]) -> None:
+    """A coroutine awaits a thread Pool task with wrap_future; cancelling it cancels the task."""
+    started = threading.Event()
+
+    def blocking() -> None:
+        started.set()
+        ctx = workpool.current_task()
+        while not ctx.cancelled:
+            time.sleep(0.001)
+        ctx.check()
+
+    async def main() -> None:
+        with workpool.Pool(1) as threads:
+            assert await asyncio.wrap_future(threads.submit(sum, [1, 2])) == 3
+            async with AsyncPool(1) as pool:
+                thread_task = threads.submit(blocking)
+
+                async def hand_off() -> None:
+                    await asyncio.wrap_future(thread_task)
+
+                task = await pool.submit(hand_off)
+                await asyncio.get_running_loop().run_in_executor(None, started.wait)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                with pytest.raises(cf.CancelledError):
+                    thread_task.result(timeout=10)
+                assert thread_task.state is TaskState.CANCELLED
+
+    run(main())
+
+
+def test_sync_code_drives_pool_on_another_thread(run: Run[None]) -> None:
+    """A thread submits with submit_threadsafe and blocks on the returned future."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2) as pool:
+            loop = asyncio.get_running_loop()
+
+            def from_thread() -> tuple[int, bool]:
+                value = pool.submit_threadsafe(double, 21).result(timeout=10)
+                hung = pool.options(priority=1).submit_threadsafe(gate.wait)
+                hung.cancel()  # carried out on the loop
+                try:
+                    hung.result(timeout=10)
+                except cf.CancelledError:
+                    return value, True
+                return value, False
+
+            assert await loop.run_in_executor(None, from_thread) == (42, True)
+            with pytest.raises(RuntimeError, match="own loop"):
+                pool.submit_threadsafe(double, 1)
+
+    run(main())
