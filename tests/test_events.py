@@ -178,3 +178,37 @@ def test_logging_observer_logs_failures_with_structured_fields(
     [failure] = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert failure.task_id == task.id and failure.task_name == "parse"  # type: ignore[attr-defined]
     assert "failed" in failure.getMessage()
+
+
+def test_async_pool_reports_the_same_events() -> None:
+    """AsyncPool emits the same per-task sequence, retries and timeouts included."""
+    import asyncio
+
+    recorder = Recorder()
+
+    async def flaky(fail: bool) -> int:
+        if fail and workpool.current_task().attempt == 1:
+            raise ValueError("first attempt")
+        return 1
+
+    async def hang() -> None:
+        await asyncio.Event().wait()
+
+    async def main() -> list[Task[Any]]:
+        async with workpool.AsyncPool(2, observers=[recorder]) as pool:
+            ok = await pool.submit(flaky, False)
+            retried = await pool.options(retries=1, retry=RetryPolicy(base_delay=0)).submit(
+                flaky, True
+            )
+            hung = await pool.options(timeout=0.02).submit(hang)
+            await pool.wait()
+            pool.pause()
+            pool.resume()
+        return [ok, retried, hung]
+
+    ok, retried, hung = asyncio.run(main())
+    sequences = recorder.per_task()
+    assert sequences[ok] == ["submitted", "started", "finished"]
+    assert sequences[retried] == ["submitted", "started", "retried", "started", "finished"]
+    assert ("finished", hung, workpool.TaskState.TIMED_OUT) in recorder.events
+    assert [s for e, s, _ in recorder.events if e == "pool"] == ["paused", "resumed", "closed"]

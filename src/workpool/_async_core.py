@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, WorkerSlot
 from ._errors import QueueFull, TaskTimeout
+from ._events import Observer, announce, emit
 from ._options import TaskOptions
 from ._task import Task, _current
 
@@ -123,6 +124,7 @@ class AsyncCore:
         self._space_waiters: deque[asyncio.Future[bool]] = deque()
         self._done_waiters: list[asyncio.Future[bool]] = []
         self._torn_down = False  # a worker was cancelled from outside: the loop is going away
+        self.observers: tuple[Observer, ...] = ()
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -151,9 +153,16 @@ class AsyncCore:
 
     def submit_nowait(self, task: AsyncTask[Any]) -> None:
         engine = self.engine
-        if engine.full and not engine.closed:
-            raise QueueFull(engine.queue_size)
-        engine.submit(task, self.clock())
+        if self.observers:
+            emit(self.observers, "task_submitted", task)
+        try:
+            if engine.full and not engine.closed:
+                raise QueueFull(engine.queue_size)
+            engine.submit(task, self.clock())
+        except BaseException as error:
+            if self.observers:
+                emit(self.observers, "task_rejected", task, error)
+            raise
         self._act()
 
     async def wait_for_room(self, timeout: float | None) -> None:
@@ -225,11 +234,12 @@ class AsyncCore:
             if done in self._done_waiters:
                 self._done_waiters.remove(done)
 
-    def control(self, change: Callable[[Scheduler], Any]) -> Any:
+    def control(self, change: Callable[[Scheduler], Any], event: str) -> None:
         """Apply ``change`` to the scheduler, then carry out its decisions."""
-        result = change(self.engine)
+        change(self.engine)
+        if self.observers:
+            emit(self.observers, "pool_changed", event)
         self._act()
-        return result
 
     def close(self, *, cancel_waiting: bool, stop_running: bool = False) -> list[Task[Any]]:
         """Accept nothing more; cancel what waits and cancel what runs, if told to."""
@@ -237,6 +247,8 @@ class AsyncCore:
         engine.close()
         cancelled = engine.cancel_waiting() if cancel_waiting else []
         running = engine.running_tasks() if stop_running else []
+        if self.observers:
+            emit(self.observers, "pool_changed", "closed")
         self._act()
         while self._space_waiters:  # they see the pool closed and raise PoolClosed
             _resolve(self._space_waiters.popleft(), True)
@@ -328,11 +340,17 @@ class AsyncCore:
             return self._take(slot)
         verdict = self.engine.idle_expired(slot)
         self._act()
-        return self._take(slot) if verdict is Directive.WOKEN else verdict
+        if verdict is Directive.WOKEN:
+            return self._take(slot)
+        if self.observers:
+            announce(self.observers, slot.id, verdict)
+        return verdict
 
     def _take(self, slot: WorkerSlot) -> Next:
         task = self.engine.take(slot, self.clock())
         self._after_take()
+        if self.observers:
+            announce(self.observers, slot.id, task)
         return task
 
     def _done(
@@ -347,13 +365,26 @@ class AsyncCore:
         self._after_take()
         if outcome is not _RETRY:
             self._settle(task, outcome, value, error)
+        elif self.observers:
+            emit(self.observers, "task_retried", task, error)
+        if self.observers:
+            announce(self.observers, slot.id, next_task)
         return next_task
 
     def _lost(self, slot: WorkerSlot, error: BaseException) -> None:
         task, outcome = self.engine.lose(slot, error, self.clock())
         self._after_take()
-        if task is not None and outcome is not None and outcome is not _RETRY:
+        if self.observers:
+            emit(self.observers, "worker_stopped", slot.id, "lost")
+        if task is not None and outcome is not None:
+            self._conclude(task, outcome, error)
+
+    def _conclude(self, task: Task[Any], outcome: Outcome, error: BaseException) -> None:
+        """An attempt that ended without returning: settle it, or report its retry."""
+        if outcome is not _RETRY:
             self._settle(task, outcome, None, error)
+        elif self.observers:
+            emit(self.observers, "task_retried", task, error)
 
     def _tear_down(self, slot: WorkerSlot) -> None:
         """A worker was cancelled from outside (``asyncio.run`` ending, say): start nothing more,
@@ -397,6 +428,8 @@ class AsyncCore:
                 assert loop is not None
                 worker.aio = loop.create_task(self._work(slot), name=f"workpool-{slot.id}")
                 self._workers[slot.id] = worker.aio
+                if self.observers:
+                    emit(self.observers, "worker_started", slot.id)
             elif worker.park is not None:
                 _resolve(worker.park, True)
             # else: its park timed out and it has not run yet; it sees it was woken then
@@ -405,6 +438,9 @@ class AsyncCore:
         self, task: Task[Any], outcome: Outcome, value: Any, error: BaseException | None
     ) -> None:
         """Resolve a task to its counted outcome; then tell ``wait()`` if all is done."""
+        if self.observers:
+            ended = cf.CancelledError() if outcome is _CANCELLED else error
+            emit(self.observers, "task_finished", task, ended)
         if outcome is _SUCCEEDED:
             task.set_result(value)
         elif outcome is _CANCELLED:
@@ -436,10 +472,11 @@ class AsyncCore:
         for _task, slot, _ in expired:
             self._workers.pop(slot.id, None)  # abandoned: shutdown does not wait for it
             self._interrupt(slot)
+            if self.observers:
+                emit(self.observers, "worker_stopped", slot.id, "lost")
         self._after_take()
         for task, _, outcome in expired:
-            if outcome is not _RETRY:
-                self._settle(task, outcome, None, TaskTimeout(task.id, task.options.timeout))
+            self._conclude(task, outcome, TaskTimeout(task.id, task.options.timeout))
         if self._timer is None:
             self._reschedule_timer()
 

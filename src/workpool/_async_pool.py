@@ -12,6 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._async_core import AsyncCore, AsyncTask
 from ._engine import Scheduler
+from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
 from ._pool import ShutdownReport, _bounds, _check_args
 from ._stats import PoolStats
@@ -43,6 +44,7 @@ class AsyncPool:
         idle_timeout: float | None = 10.0,
         priority_aging: float = 1.0,
         rate_limit: tuple[int, float] | None = None,
+        observers: Iterable[Observer] = (),
     ) -> None:
         low, high = _bounds(workers, min_workers, max_workers, lambda: DEFAULT_WORKERS)
         _check_args(queue_size, idle_timeout, None, priority_aging, None)
@@ -55,6 +57,7 @@ class AsyncPool:
             rate_limit=rate_limit,
         )
         self._core = AsyncCore(engine)
+        self._core.observers = tuple(observers)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -233,10 +236,10 @@ class AsyncPool:
 
     def pause(self) -> None:
         """Start no new task until ``resume``; running tasks go on."""
-        self._control(Scheduler.pause)
+        self._control(Scheduler.pause, "paused")
 
     def resume(self) -> None:
-        self._control(Scheduler.resume)
+        self._control(Scheduler.resume, "resumed")
 
     def resize(
         self,
@@ -257,14 +260,24 @@ class AsyncPool:
         else:
             high = engine.max_workers if max_workers is None else max_workers
             low = min(engine.min_workers, high) if min_workers is None else min_workers
-        self._control(lambda e: e.set_bounds(low, high))
+        self._control(lambda e: e.set_bounds(low, high), "resized")
 
-    def _control(self, change: Callable[[Scheduler], Any]) -> None:
+    def _control(self, change: Callable[[Scheduler], Any], event: str) -> None:
         core = self._core
         if core.on_loop_thread():
-            core.control(change)
+            core.control(change, event)
         else:  # another thread: the loop carries it out (bad bounds raise there, not here)
-            core.call_soon_threadsafe(core.control, change)
+            core.call_soon_threadsafe(core.control, change, event)
+
+    def add_observer(self, observer: Observer) -> None:
+        """Send this pool's events to ``observer`` (see ``workpool.Observer``); they are
+        delivered on the pool's loop."""
+        core = self._core
+        core.observers = (*core.observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        core = self._core
+        core.observers = tuple(o for o in core.observers if o is not observer)
 
     def stats(self) -> PoolStats:
         """A snapshot of the counters (consistent when taken on the pool's loop)."""

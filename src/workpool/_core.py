@@ -20,7 +20,7 @@ from typing import Any
 from ._backends import Backend
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
-from ._events import Observer, emit
+from ._events import Observer, announce, emit
 from ._stats import PoolStats
 from ._task import Task, _current
 
@@ -192,7 +192,7 @@ class PoolCore:
         if wakeups:
             self._dispatch(wakeups)
         if self.observers:
-            self._announce(slot, task)
+            announce(self.observers, slot.id, task)
         return task
 
     def done(
@@ -216,7 +216,7 @@ class PoolCore:
         elif self.observers:
             emit(self.observers, "task_retried", task, error)
         if self.observers:
-            self._announce(slot, next_task)
+            announce(self.observers, slot.id, next_task)
         return next_task
 
     def idle_expired(self, slot: WorkerSlot) -> Directive | None:
@@ -299,13 +299,6 @@ class PoolCore:
                     emit(self.observers, "worker_started", slot.id)
             else:
                 backend.wake(slot)
-
-    def _announce(self, slot: WorkerSlot, next_task: Next) -> None:
-        """Tell observers what a worker's request for work came to."""
-        if next_task is RETIRE:
-            emit(self.observers, "worker_stopped", slot.id, "retired")
-        elif next_task is not None:
-            emit(self.observers, "task_started", next_task)
 
     def _conclude(self, task: Task[Any], outcome: Outcome, error: BaseException) -> None:
         """An attempt that ended without returning: settle it, or report its retry."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ._engine import RETIRE
 from ._task import Task
 
 logger = logging.getLogger("workpool")
@@ -93,6 +94,14 @@ class LoggingObserver(Observer):
 
     def pool_changed(self, event: str) -> None:
         self.logger.info("pool %s", event, extra={"pool_event": event})
+
+
+def announce(observers: tuple[Observer, ...], worker: int, next_task: object) -> None:
+    """Tell observers what a worker's request for work came to (a task, RETIRE, or a park)."""
+    if next_task is RETIRE:
+        emit(observers, "worker_stopped", worker, "retired")
+    elif next_task is not None:
+        emit(observers, "task_started", next_task)
 
 
 def emit(observers: tuple[Observer, ...], event: str, *args: Any) -> None:
