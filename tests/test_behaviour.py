@@ -309,7 +309,7 @@ def test_priority_orders_queued_work(make_pool: MakePool) -> None:
 def test_rate_limit_bounds_task_starts(make_pool: MakePool) -> None:
     """rate_limit=(n, s) starts at most a burst of n, then n per s seconds."""
     pool = make_pool(4, rate_limit=(5, 0.1))
-    results = list(pool.map(square, range(15)))
+    results = list(pool.map(square, range(15), chunksize=1))  # one task per item
     assert results == [x * x for x in range(15)]
     stats = pool.stats()
     # 15 starts at 50 per second after a burst of 5 need at least 0.2 s of waiting in all.
@@ -597,3 +597,31 @@ def test_repr_shows_backend_and_counts(make_pool: MakePool, backend: str) -> Non
     pool = make_pool(2)
     assert repr(pool).startswith(f"<Pool {backend} workers=")
     assert "queued=0" in repr(pool)
+
+
+def test_map_batches_small_items_into_few_tasks(make_pool: MakePool) -> None:
+    """A map over many trivial items runs them in far fewer tasks, results unchanged."""
+    pool = make_pool(2)
+    assert list(pool.map(square, range(20_000))) == [x * x for x in range(20_000)]
+    assert pool.stats().submitted < 2_000
+
+
+def test_map_batch_error_is_raised_at_its_item_and_counted(make_pool: MakePool) -> None:
+    """An item failing inside a batch is raised at its place; its batch counts as failed."""
+    pool = make_pool(1)
+    results = pool.map(_fail_on_three, range(10), chunksize=5)
+    assert [next(results) for _ in range(3)] == [0, 1, 2]
+    with pytest.raises(ValueError, match="three"):
+        next(results)
+    assert pool.wait(10)
+    assert pool.stats().failed == 1
+
+
+@pytest.mark.parametrize("options", [{"timeout": 30.0}, {"retries": 1}])
+def test_map_with_per_task_options_runs_one_task_per_item(
+    make_pool: MakePool, options: dict[str, Any]
+) -> None:
+    """A per-task timeout or retries keeps one task per item, so each item has its own."""
+    pool = make_pool(2)
+    assert list(pool.options(**options).map(square, range(50))) == [x * x for x in range(50)]
+    assert pool.stats().submitted == 50

@@ -15,13 +15,19 @@ from ._engine import Scheduler
 from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
 from ._stats import PoolStats
-from ._streams import MapStream
+from ._streams import Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
+_BATCH_WINDOW = 8192
+"""Items a batching map reads ahead of the consumer at most."""
+
+
+def _name_of(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 @dataclass(frozen=True)
@@ -137,15 +143,17 @@ class Pool(Executor):
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         ordered: bool = True,
         window: int | None = None,
     ) -> Iterator[T]:
-        """Lazily apply ``fn`` over the zipped ``iterables``, ``window`` tasks in flight at most.
+        """Lazily apply ``fn`` over the zipped ``iterables``, ``window`` items in flight at most.
 
         Results come in input order, or as they complete with ``ordered=False``. ``timeout``
-        bounds the whole iteration, as in ``Executor.map``. ``chunksize`` is accepted for
-        compatibility; threads gain nothing from it.
+        bounds the whole iteration, as in ``Executor.map``. Small items run in batches whose
+        size adapts to how long items take; ``chunksize=k`` fixes it, ``chunksize=1`` turns
+        batching off. A per-task ``timeout`` or ``retries`` (from ``options``) also turns it off,
+        so that each item keeps them.
         """
         return self._map(fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize)
 
@@ -158,21 +166,37 @@ class Pool(Executor):
         timeout: float | None,
         ordered: bool,
         window: int | None,
-        chunksize: int,
+        chunksize: int | None,
     ) -> Iterator[T]:
-        if chunksize < 1:
-            raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be None or an int >= 1, not {chunksize!r}")
         core = self._core
+        workers = core.engine.max_workers
+        batching = chunksize != 1 and options.timeout is None and options.retries == 0
+        batch_options = options.merged(name=options.name or _name_of(fn))
 
         def submit(args: tuple[Any, ...]) -> Task[Any]:
             task = Task(fn, args, {}, options, core)
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
+        def submit_batch(items: list[tuple[Any, ...]]) -> Task[Batch]:
+            task = Task(run_batch, (fn, items), {}, batch_options, core)
+            core.submit(task, block=True, timeout=submit_timeout)
+            return task
+
         if window is None:
-            window = max(16, 4 * core.engine.max_workers)
-        items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map does
-        stream = MapStream(submit, items, window=window, ordered=ordered, timeout=timeout)
+            window = _BATCH_WINDOW if batching else max(16, 4 * workers)
+        stream = MapStream(
+            submit,
+            submit_batch,
+            zip(*iterables),  # noqa: B905  # stops at the shortest input, as Executor.map does
+            window=window,
+            max_tasks=2 * workers + 2 if batching else window,
+            ordered=ordered,
+            timeout=timeout,
+            sizer=BatchSizer(fixed=chunksize) if batching else None,
+        )
         return stream.results()
 
     # -- waiting ------------------------------------------------------------------------------
@@ -312,7 +336,7 @@ class TaskOptionsView:
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         ordered: bool = True,
         window: int | None = None,
     ) -> Iterator[T]:
