@@ -79,6 +79,9 @@ class Limits:
     """Seconds between that SIGTERM and a SIGKILL."""
     output_limit: int
     """The most bytes of stdout and of stderr kept in a record (the tail)."""
+    retries: int = 0
+    halt: int | None = None
+    """After this many jobs failed (retries spent), start no more."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,10 @@ class Attempt:
         if self.killed:
             return "killed"
         return "succeeded" if self.exit_code == 0 else "failed"
+
+
+class NotStarted(Exception):
+    """The run was stopping when the job's turn came, so it never ran."""
 
 
 class JobFailed(Exception):
@@ -152,6 +159,8 @@ class ProcessGroups:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._live: set[int] = set()
+        self._failures = 0
+        self.stopping = False
         self.killing = False
 
     def spawn(
@@ -159,8 +168,8 @@ class ProcessGroups:
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` as the leader of a new group, unless everything is being killed."""
         with self._lock:  # a kill_all never misses a group started while it runs
-            if self.killing:
-                raise _Killed
+            if self.stopping or self.killing:
+                raise NotStarted
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -177,6 +186,13 @@ class ProcessGroups:
         with self._lock:
             self._live.discard(process.pid)
 
+    def count_failure(self, halt: int | None) -> None:
+        """One more job failed for good; at ``halt`` of them, start no more."""
+        with self._lock:
+            self._failures += 1
+            if halt is not None and self._failures >= halt:
+                self.stopping = True
+
     def kill_all(self) -> int:
         """SIGKILL every live group, and start no more; returns how many were killed."""
         with self._lock:
@@ -189,10 +205,6 @@ class ProcessGroups:
     def __len__(self) -> int:
         with self._lock:
             return len(self._live)
-
-
-class _Killed(Exception):
-    """The job was about to start while everything was being killed."""
 
 
 def _signal_group(pgid: int, signum: int) -> None:
@@ -208,6 +220,8 @@ def run_job(job: Job, groups: ProcessGroups, limits: Limits) -> Attempt:
     attempt = _attempt(job.argv, groups, limits, context)
     job.last = attempt
     if attempt.status != "succeeded":
+        if context.attempt > limits.retries:
+            groups.count_failure(limits.halt)
         raise JobFailed(attempt)
     return attempt
 
@@ -219,8 +233,6 @@ def _attempt(
         started = time.monotonic()
         try:
             process = groups.spawn(argv, out, err)
-        except _Killed:
-            return _ended(-signal.SIGKILL, False, True, 0.0, out, err, limits)
         except OSError as error:
             # What a shell reports: 127 when the command is not found, 126 when not runnable.
             code = 127 if isinstance(error, FileNotFoundError) else 126

@@ -27,7 +27,16 @@ from typing import IO, Any
 import workpool
 
 from ._display import Counts, Display
-from ._jobs import Attempt, Job, JobFailed, Limits, ProcessGroups, command_line, run_job
+from ._jobs import (
+    Attempt,
+    Job,
+    JobFailed,
+    Limits,
+    NotStarted,
+    ProcessGroups,
+    command_line,
+    run_job,
+)
 
 _TICK = 0.1
 """Seconds between the main loop's looks at signals, the grace period and the display."""
@@ -65,7 +74,7 @@ class Runner:
         self.pool = workpool.Pool(plan.jobs, queue_size=plan.jobs)
         self.retry = workpool.RetryPolicy(
             retry_on=(JobFailed,),
-            retry_if=lambda _: self.stop_at is None,  # after a stop request, no new attempts
+            retry_if=lambda _: not self.groups.stopping,  # once stopping, no new attempts
             base_delay=plan.retry_delay,
             max_delay=max(plan.retry_delay, 10.0),
         )
@@ -131,6 +140,7 @@ class Runner:
             return
         self.stop_at = time.monotonic()
         self.stop_signal = signum
+        self.groups.stopping = True
         self.pool.shutdown(wait=False, cancel_futures=True)
         running = len(self.groups)
         again = "Ctrl-C again" if signum is not None else "Ctrl-C"
@@ -175,7 +185,7 @@ class Runner:
         self.counts.settled += 1
         if task is not None and job.last is None and not task.cancelled():
             error = task.exception()
-            if error is not None and not isinstance(error, CancelledError):
+            if error is not None and not isinstance(error, (CancelledError, NotStarted)):
                 job.last = _crashed(error)  # a bug of ours, reported as the job's failure
         if job.last is None:
             self.counts.not_started += 1
