@@ -78,3 +78,10 @@ def test_demo_with_an_empty_source_folder_says_so(tmp_path: Path) -> None:
     """A --source folder without images is a clear error."""
     done = demo("--source", str(tmp_path), "-o", str(tmp_path / "out"))
     assert done.returncode == 1 and "no images" in done.stderr
+
+
+def test_demo_live_display_shows_each_worker(tmp_path: Path) -> None:
+    """With --progress the live display lists the workers and the images they took."""
+    done = demo(*SMALL, "--progress", "-o", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "worker 1" in done.stdout and "image_00" in done.stdout

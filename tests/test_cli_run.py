@@ -317,3 +317,29 @@ def test_run_leaves_no_background_process_of_a_finished_job(tmp_path: Path) -> N
                         ":::", "x")  # fmt: skip
     assert done.returncode == 0
     all_gone(tmp_path)
+
+
+def test_run_progress_bar_goes_to_stderr_only() -> None:
+    """With --progress the bar is drawn on stderr and stdout stays pure JSON lines."""
+    done = workpool_run("--progress", "-j", "2", "--", "echo", ":::", "a", "b", "c")
+    assert done.returncode == 0
+    assert len(records(done.stdout)) == 3
+    assert "3/3" in done.stderr
+
+
+def test_run_stops_when_its_output_is_closed(tmp_path: Path) -> None:
+    """When the reader of the results goes away (`| head -1`), the next write kills the rest."""
+    script = (
+        'echo $$ > "$0/$1.pid"; [ "$1" = 1 ] && exit 0; [ "$1" = 3 ] && exec sleep 60;'
+        'while [ ! -e "$0/release" ]; do sleep 0.02; done'
+    )
+    run = start("-j", "3", "--", "sh", "-c", script, str(tmp_path), "{}", ":::", "1", "2", "3")
+    assert run.stdout is not None
+    assert json.loads(run.stdout.readline())["input"] == "1"
+    run.stdout.close()
+    wait_until(lambda: len(pids(tmp_path)) == 3)
+    (tmp_path / "release").touch()
+    _, stderr = run.communicate(timeout=30)
+    assert run.returncode == 1, stderr
+    assert "output closed" in stderr
+    all_gone(tmp_path)

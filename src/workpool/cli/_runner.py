@@ -134,7 +134,7 @@ class Runner:
             else:
                 self._kill(f"{signal.Signals(signum).name} again")
 
-    def _stop(self, why: str, signum: int | None = None) -> None:
+    def _stop(self, why: str, signum: int | None = None, notify: bool = True) -> None:
         """Read no more input and start nothing new; running jobs get the grace period."""
         if self.stop_at is not None:
             return
@@ -142,6 +142,8 @@ class Runner:
         self.stop_signal = signum
         self.groups.stopping = True
         self.pool.shutdown(wait=False, cancel_futures=True)
+        if not notify:
+            return
         running = len(self.groups)
         again = "Ctrl-C again" if signum is not None else "Ctrl-C"
         self.display.notice(
@@ -219,7 +221,7 @@ class Runner:
                 # The reader went away (``| head``): nobody wants more, so stop everything.
                 self.results.remove(stream)
                 _silence(stream)
-                self._stop("output closed")
+                self._stop("output closed", notify=False)
                 self._kill("output closed")
 
     def _status(self) -> int:
@@ -254,7 +256,8 @@ class Runner:
             yield Job(seq, value, command_line(self.plan.template, value, seq, self.plan.shell))
 
     def _submit(self, job: Job) -> None:
-        self.order.append(job.seq)
+        if self.plan.keep_order:
+            self.order.append(job.seq)
         self.counts.submitted += 1
         options = self.pool.options(retries=self.plan.retries, retry=self.retry)
         try:

@@ -153,8 +153,8 @@ def command(
         sequential = _one_by_one(jobs)
         live = sys.stdout.isatty() if progress is None else progress
         parallel, done = _on_pool(jobs, workers, backend, live)
-    _summary(len(jobs), filters, workers, backend, sequential, parallel, done, output)
-    click.echo(f"  total time {time.perf_counter() - started:.2f} s")
+    timings = (sequential, parallel, time.perf_counter() - started)
+    _summary(len(jobs), filters, workers, backend, timings, done, output)
 
 
 def _generate(folder: Path, count: int, width: int, height: int, workers: int) -> list[Path]:
@@ -204,16 +204,20 @@ def _summary(
     filters: tuple[str, ...],
     workers: int,
     backend: str,
-    sequential: float,
-    parallel: float,
+    timings: tuple[float, float, float],
     done: list[Filtered],
     output: Path,
 ) -> None:
+    sequential, parallel, total = timings
     speedup = sequential / parallel if parallel > 0 else float("inf")
     used = len({item.worker for item in done})
-    kind = "threads" if backend == "thread" else "processes"
+    kind = "thread" if backend == "thread" else "process"
+    pool = f"{workers} {kind}{'s' if workers > 1 else ''}:"
     click.echo(f"workpool demo: {count} images, filters {' + '.join(filters)}")
-    click.echo(f"  one by one:             {sequential:7.2f} s")
-    click.echo(f"  workpool, {workers:2d} {kind:9s}:  {parallel:7.2f} s  ({used} workers used)")
+    click.echo(f"  {'one by one:':18s}{sequential:7.2f} s")
+    click.echo(f"  {pool:18s}{parallel:7.2f} s   ({used} of {workers} workers took images)")
     click.echo(f"  speedup {speedup:.2f}x, parallel efficiency {speedup / workers:.0%}")
-    click.echo(f"  filtered images in {output}{os.sep}")
+    click.echo(f"  total time {total:.2f} s; filtered images in {output}{os.sep}")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        click.echo(f"  (the machine is busy: load average {load:.1f} on {cores} cores)")
