@@ -250,8 +250,9 @@ def test_run_rejects_bad_arguments_clearly(args: list[str], message: str) -> Non
 
 def test_run_sigterm_lets_running_jobs_finish_and_starts_no_more(tmp_path: Path) -> None:
     """SIGTERM: no new job starts, running ones finish within the grace period, status 143."""
+    inputs = [str(i) for i in range(1, 9)]  # more than fit the queue: the reader waits
     run = start("-j", "2", "--grace", "30", "--", "sh", "-c", WAIT_FOR_RELEASE, str(tmp_path),
-                "{}", ":::", "1", "2", "3", "4")  # fmt: skip
+                "{}", ":::", *inputs)  # fmt: skip
     wait_until(lambda: len(pids(tmp_path)) == 2)
     run.send_signal(signal.SIGTERM)
     read_until(run.stderr, "starting no new jobs")
@@ -260,8 +261,8 @@ def test_run_sigterm_lets_running_jobs_finish_and_starts_no_more(tmp_path: Path)
     assert run.returncode == 128 + signal.SIGTERM
     done = records(stdout)
     assert sorted(r["input"] for r in done) == sorted(pids(tmp_path))
-    assert {r["status"] for r in done} == {"succeeded"}
-    assert "2 not started" in stderr
+    assert {r["status"] for r in done} == {"succeeded"} and len(done) == 2
+    assert "not started" in stderr
 
 
 def test_run_grace_period_over_kills_running_jobs(tmp_path: Path) -> None:
@@ -342,4 +343,14 @@ def test_run_stops_when_its_output_is_closed(tmp_path: Path) -> None:
     _, stderr = run.communicate(timeout=30)
     assert run.returncode == 1, stderr
     assert "output closed" in stderr
+    all_gone(tmp_path)
+
+
+def test_run_timeout_kills_a_job_that_ignores_sigterm(tmp_path: Path) -> None:
+    """A job deaf to SIGTERM is killed with SIGKILL shortly after its timeout."""
+    script = 'trap "" TERM; echo $$ > "$0/job.pid"; sleep 60; sleep 60'
+    done = workpool_run("--timeout", "0.3", "--", "sh", "-c", script, str(tmp_path), ":::", "x")
+    record = records(done.stdout)[0]
+    assert record["timed_out"] is True and record["signal"] == signal.SIGKILL
+    assert record["exit_code"] == 128 + signal.SIGKILL
     all_gone(tmp_path)

@@ -101,24 +101,62 @@ def _size(value: str) -> tuple[int, int]:
 
 
 @click.command("demo", short_help="filter a batch of real images and show the speedup")
-@click.option("-n", "--images", type=click.IntRange(1, 10_000), default=16, show_default=True,
-              help="How many images to generate.")  # fmt: skip
-@click.option("--size", default="800x600", show_default=True, metavar="WxH",
-              help="The generated images' size.")  # fmt: skip
-@click.option("--source", type=click.Path(exists=True, file_okay=False, path_type=Path),
-              help="Filter the images in this folder instead of generated ones.")  # fmt: skip
-@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("workpool-demo"), show_default=True,
-              help="Where the filtered images are written.")  # fmt: skip
-@click.option("-j", "--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
-              show_default=True, help="Workers in the pool.")  # fmt: skip
-@click.option("--backend", type=click.Choice(["thread", "process"]), default="thread",
-              show_default=True, help="Threads or processes.")  # fmt: skip
-@click.option("-f", "--filter", "filters", type=click.Choice(FILTER_NAMES), multiple=True,
-              help="A filter to apply, in order; repeat for more  [default: blur, sharpen, "
-              "sepia]")  # fmt: skip
-@click.option("--progress/--no-progress", default=None,
-              help="Show the live display  [default: when stdout is a terminal]")  # fmt: skip
+@click.option(
+    "-n",
+    "--images",
+    type=click.IntRange(1, 10_000),
+    default=16,
+    show_default=True,
+    help="How many images to generate.",
+)
+@click.option(
+    "--size",
+    default="800x600",
+    show_default=True,
+    metavar="WxH",
+    help="The generated images' size.",
+)
+@click.option(
+    "--source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Filter the images in this folder instead of generated ones.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("workpool-demo"),
+    show_default=True,
+    help="Where the filtered images are written.",
+)
+@click.option(
+    "-j",
+    "--workers",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="the CPU count",
+    help="Workers in the pool.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["thread", "process"]),
+    default="thread",
+    show_default=True,
+    help="Threads or processes.",
+)
+@click.option(
+    "-f",
+    "--filter",
+    "filters",
+    type=click.Choice(FILTER_NAMES),
+    multiple=True,
+    help="A filter to apply, in order; repeat for more  [default: blur, sharpen, sepia]",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the live display  [default: when stdout is a terminal]",
+)
 def command(
     images: int,
     size: str,

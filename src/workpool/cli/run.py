@@ -45,6 +45,7 @@ Examples:
     "--jobs",
     type=click.IntRange(min=1),
     default=os.cpu_count() or 1,
+    show_default="the CPU count",
     help="Jobs to run at the same time.",
 )
 @click.option(
