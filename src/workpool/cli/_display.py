@@ -54,7 +54,9 @@ class Display:
 
     def __init__(self, quiet: bool = False, stream: IO[str] | None = None) -> None:
         self.quiet = quiet
-        self.console = Console(file=stream or sys.stderr, highlight=False, soft_wrap=True)
+        self.console = Console(
+            file=stream or sys.stderr, highlight=False, soft_wrap=True, emoji=False
+        )
 
     def __enter__(self) -> Display:
         return self
@@ -73,6 +75,11 @@ class Display:
     def notice(self, text: str) -> None:
         """Tell the user something happened (a stop, a kill): always shown, even when quiet."""
         self.console.print(text, markup=False)
+
+    def write(self, stream: IO[str], line: str) -> None:
+        """Write a result line to ``stream``."""
+        stream.write(line)
+        stream.flush()
 
     def summary(self, counts: Counts, elapsed: float) -> None:
         if self.quiet:
@@ -110,6 +117,8 @@ class LiveDisplay(Display):
             TextColumn("ETA"),
             TimeRemainingColumn(),
             console=self.console,
+            redirect_stdout=False,  # results are written to the stream given, never captured
+            redirect_stderr=False,
         )
         self.task: TaskID | None = None
 
@@ -142,3 +151,9 @@ class LiveDisplay(Display):
 
     def notice(self, text: str) -> None:
         self.progress.console.print(text, markup=False)
+
+    def write(self, stream: IO[str], line: str) -> None:
+        if stream.isatty():  # the same terminal as the bar: print above it, not through it
+            self.progress.console.print(line.rstrip("\n"), markup=False, soft_wrap=True)
+        else:
+            super().write(stream, line)

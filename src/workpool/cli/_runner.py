@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import queue
 import shlex
@@ -173,8 +174,8 @@ class Runner:
             return None
         if self.killed:
             return "killing running jobs"
-        left = max(0.0, self.stop_at + self.plan.grace - time.monotonic())
-        return f"stopping: {len(self.groups)} running, killed in {left:.0f} s (Ctrl-C: now)"
+        left = math.ceil(max(0.0, self.stop_at + self.plan.grace - time.monotonic()))
+        return f"stopping: {len(self.groups)} running, killed in {left} s (Ctrl-C: at once)"
 
     def _total(self) -> int | None:
         """The number of jobs to run, once the whole input has been read."""
@@ -215,8 +216,7 @@ class Runner:
         line = json.dumps(record) + "\n"
         for stream in list(self.results):
             try:
-                stream.write(line)
-                stream.flush()
+                self.display.write(stream, line)
             except BrokenPipeError:
                 # The reader went away (``| head``): nobody wants more, so stop everything.
                 self.results.remove(stream)
