@@ -354,3 +354,25 @@ def test_run_timeout_kills_a_job_that_ignores_sigterm(tmp_path: Path) -> None:
     assert record["timed_out"] is True and record["signal"] == signal.SIGKILL
     assert record["exit_code"] == 128 + signal.SIGKILL
     all_gone(tmp_path)
+
+
+def test_run_resume_after_an_interruption_runs_each_input_once(tmp_path: Path) -> None:
+    """Interrupted, then rerun with the same journal: what succeeded is not run again."""
+    journal = tmp_path / "journal.jsonl"
+    script = (
+        'echo "$1" >> "$0/ran.log"; [ "$1" != b ] || [ -e "$0/release" ] && exit 0;'
+        'echo $$ > "$0/$1.pid"; exec sleep 60'
+    )
+    args = ["-j", "1", "--grace", "0", "--resume", str(journal), "--", "sh", "-c", script,
+            str(tmp_path), "{}", ":::", "a", "b", "c"]  # fmt: skip
+    first = start(*args)
+    wait_until(lambda: "b" in pids(tmp_path))
+    first.send_signal(signal.SIGTERM)
+    first.communicate(timeout=30)
+    assert first.returncode == 128 + signal.SIGTERM
+    (tmp_path / "release").touch()
+    second = workpool_run(*args)
+    assert second.returncode == 0, second.stderr
+    assert (tmp_path / "ran.log").read_text().split() == ["a", "b", "b", "c"]
+    statuses = [(r["input"], r["status"]) for r in records(journal.read_text())]
+    assert statuses == [("a", "succeeded"), ("b", "killed"), ("b", "succeeded"), ("c", "succeeded")]
