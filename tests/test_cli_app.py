@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -95,3 +96,15 @@ def test_main_names_the_extra_when_click_is_missing(monkeypatch: pytest.MonkeyPa
     monkeypatch.setitem(sys.modules, "click", None)
     monkeypatch.delitem(sys.modules, "workpool.cli._app", raising=False)
     assert workpool.cli.main(["--version"]) == 1
+
+
+def test_shell_completion_completes_subcommands_and_options() -> None:
+    """click's shell completion works for the installed command's name."""
+    env = {**os.environ, "COMP_WORDS": "workpool run --ti", "COMP_CWORD": "2",
+           "_WORKPOOL_COMPLETE": "bash_complete"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, workpool.cli; sys.argv[0] = 'workpool';"
+         "sys.exit(workpool.cli.main())"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "--timeout" in done.stdout

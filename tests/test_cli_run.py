@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +56,36 @@ def pids(folder: Path) -> dict[str, int]:
     return {p.stem: int(p.read_text()) for p in folder.glob("*.pid") if p.read_text().strip()}
 
 
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_runs() -> Iterator[None]:
+    """A test that fails half-way leaves no `workpool run` behind (nor, through it, its jobs)."""
+    yield
+    while _started:
+        run = _started.pop()
+        if run.poll() is None:
+            run.send_signal(signal.SIGINT)
+            run.send_signal(signal.SIGINT)
+            try:
+                run.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                run.kill()
+                run.communicate()
+
+
+def start(*args: str, stdin: int | None = subprocess.DEVNULL) -> subprocess.Popen[str]:
+    """Start `workpool run` in the background; the test talks to it through its pipes."""
+    run = subprocess.Popen(
         [*WORKPOOL, "run", *args],
-        stdin=subprocess.DEVNULL,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+    _started.append(run)
+    return run
 
 
 def read_until(stream: Any, text: str) -> str:
@@ -294,13 +317,7 @@ def test_run_second_ctrl_c_kills_at_once(tmp_path: Path) -> None:
 
 def test_run_sigterm_stops_reading_stdin(tmp_path: Path) -> None:
     """With stdin still open, SIGTERM ends the run once running jobs finish."""
-    run = subprocess.Popen(
-        [*WORKPOOL, "run", "--", "sh", "-c", WAIT_FOR_RELEASE, str(tmp_path), "{}"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    run = start("--", "sh", "-c", WAIT_FOR_RELEASE, str(tmp_path), "{}", stdin=subprocess.PIPE)
     assert run.stdin is not None
     run.stdin.write("1\n")
     run.stdin.flush()
