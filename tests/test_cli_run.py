@@ -325,7 +325,10 @@ def test_run_sigterm_stops_reading_stdin(tmp_path: Path) -> None:
     run.send_signal(signal.SIGTERM)
     read_until(run.stderr, "starting no new jobs")
     (tmp_path / "release").touch()
-    stdout, _ = run.communicate(timeout=30)  # closes stdin only after: the run did not wait
+    assert run.stdout is not None
+    stdout = run.stdout.read()  # to its end, while stdin stays open
+    assert run.wait(timeout=30) == 128 + signal.SIGTERM
+    run.stdin.close()
     assert [r["status"] for r in records(stdout)] == ["succeeded"]
 
 

@@ -124,7 +124,9 @@ class Runner:
                 pass
             self._emit_ready()
             self.display.update(self.counts, self._total(), self._stopping_note())
-            if self.reading_done.is_set() and self.counts.settled == self.counts.submitted:
+            # Once stopping, the reader may be blocked on an input that never comes: not waited for.
+            no_more = self.reading_done.is_set() or self.stop_at is not None
+            if no_more and self.counts.settled == self.counts.submitted:
                 return
 
     def _act_on_signals(self) -> None:
