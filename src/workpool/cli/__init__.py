@@ -1,34 +1,43 @@
-"""The ``workpool`` command: one module per subcommand, each a thin client of the public API."""
+"""The ``workpool`` command: one module per subcommand, each a thin client of the public API.
+
+The command line needs the ``workpool[cli]`` extra (click and rich); the core does not.
+``main`` says so plainly when it is missing instead of failing with a traceback.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
-from . import demo
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="workpool", description="A production worker pool for Python."
-    )
-    parser.add_argument("--version", action="version", version=f"workpool {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo.register(commands)
-    return parser
+_CLI_DEPENDENCIES = {"click", "rich"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    status: int = args.run(args)
-    return status
+    """The console entry point: run the command line and return its exit status."""
+    try:
+        from ._app import cli
+    except ImportError as error:
+        if error.name not in _CLI_DEPENDENCIES:
+            raise
+        print(
+            f"workpool: the command line needs {error.name}: pip install 'workpool[cli]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name="workpool")
+    except SystemExit as done:
+        return _status(done.code)
+    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _status(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it and fails, as Python does
+    return 1
+
+
+__all__ = ["main"]
