@@ -46,6 +46,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run of seconds")
     parser.add_argument(
+        "--scale",
+        type=_fraction,
+        default=1.0,
+        metavar="FACTOR",
+        help="multiply every task count by FACTOR (0.1: a tenth of the work)",
+    )
+    parser.add_argument(
         "--rounds",
         type=_positive,
         default=None,
@@ -75,9 +82,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the chosen scenarios, print the table, write the files asked for."""
-    sizes = Sizes.quick() if args.quick else Sizes()
+    sizes = (Sizes.quick() if args.quick else Sizes()).scaled(args.scale)
     rounds = args.rounds or (1 if args.quick else 5)
     cases: list[Case] = []
     for name in args.only:

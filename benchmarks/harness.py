@@ -9,6 +9,7 @@ reference: ``advantage`` says how many times better workpool did than each peer.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import sys
 import time
@@ -26,7 +27,7 @@ class Sizes:
     """How big each scenario is; ``quick()`` is a smoke run of a few seconds."""
 
     dispatch: int = 100_000
-    process_dispatch: int = 50_000
+    process_dispatch: int = 10_000
     latency: int = 2_000
     io_tasks: int = 2_000
     io_threads: int = 64
@@ -40,6 +41,13 @@ class Sizes:
     memory_slow_delay: float = 50e-6
     startups: int = 20
     timeout: float = 0.2
+
+    def scaled(self, factor: float) -> Sizes:
+        """These sizes with every task count multiplied by ``factor`` (at least one of each)."""
+        counts: tuple[str, ...] = ("dispatch", "process_dispatch", "latency", "io_tasks")
+        counts += ("cpu_tasks", "memory_items", "memory_slow_items", "startups")
+        changes = {name: max(1, round(getattr(self, name) * factor)) for name in counts}
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def quick(cls) -> Sizes:
