@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import workpool
@@ -42,19 +43,104 @@ def _mpire(pool: Any, timeout: float) -> Callable[[], Any]:
     return pool.apply_async(hang, (60.0,), task_timeout=timeout).get  # type: ignore[no-any-return]
 
 
-def _measure(
-    open_pool: Callable[[], Any],
-    close: Callable[[Any], None],
-    submit_noop: Callable[[Any], Any],
-    hung: Hung,
-    timeout: float,
-    which: str,
-) -> float:
-    pool = open_pool()
+@dataclass(frozen=True)
+class Contender:
+    """A pool with per-task timeouts, opened with one worker."""
+
+    kind: str
+    label: str
+    skip: Callable[[], str | None]
+    open: Callable[[], Any]
+    close: Callable[[Any], None]
+    noop: Callable[[Any], Any]
+    """Run a no-op task and wait for it."""
+    hung: Hung
+
+
+def _shutdown(pool: Any) -> None:
+    pool.shutdown(wait=True)
+
+
+def _noop_result(pool: Any) -> Any:
+    return pool.submit(noop).result()
+
+
+def _pebble_open() -> Any:
+    import pebble
+
+    return pebble.ProcessPool(max_workers=1)
+
+
+def _pebble_close(pool: Any) -> None:
+    pool.close()
+    pool.join()
+
+
+def _pebble_noop(pool: Any) -> Any:
+    return pool.schedule(noop).result()
+
+
+def _mpire_open() -> Any:
+    import mpire.pool
+
+    return mpire.pool.WorkerPool(n_jobs=1, keep_alive=True)
+
+
+def _mpire_close(pool: Any) -> None:
+    pool.stop_and_join()
+
+
+def _mpire_noop(pool: Any) -> Any:
+    return pool.apply_async(noop).get()
+
+
+CONTENDERS = [
+    Contender(
+        "threads",
+        "workpool",
+        lambda: None,
+        lambda: workpool.Pool(1),
+        _shutdown,
+        _noop_result,
+        _workpool_threads,
+    ),
+    Contender(
+        "processes",
+        "workpool",
+        peers.workpool_process,
+        lambda: peers.process_pool(1),
+        _shutdown,
+        _noop_result,
+        _workpool_processes,
+    ),
+    Contender(
+        "processes",
+        "pebble ProcessPool",
+        lambda: peers.missing("pebble"),
+        _pebble_open,
+        _pebble_close,
+        _pebble_noop,
+        _pebble,
+    ),
+    Contender(
+        "processes",
+        "mpire",
+        lambda: peers.missing("mpire"),
+        _mpire_open,
+        _mpire_close,
+        _mpire_noop,
+        _mpire,
+    ),
+]
+
+
+def _measure(contender: Contender, timeout: float, which: str) -> float:
+    """Milliseconds: how ``late`` the hung task failed, or how soon capacity was ``back``."""
+    pool = contender.open()
     try:
-        submit_noop(pool)
+        contender.noop(pool)
         started = time.perf_counter()
-        wait = hung(pool, timeout)
+        wait = contender.hung(pool, timeout)
         try:
             wait()
         except Exception:  # each library raises its own timeout error; any failure is the signal
@@ -62,101 +148,27 @@ def _measure(
         else:
             raise RuntimeError("the hung task returned instead of timing out")
         failed = time.perf_counter()
-        submit_noop(pool)
+        contender.noop(pool)
         back = time.perf_counter()
     finally:
-        close(pool)
-    late = failed - started - timeout
-    return 1e3 * (late if which == "late" else back - failed)
-
-
-def _entries() -> list[
-    tuple[
-        str, str, str | None, Callable[[], Any], Callable[[Any], None], Callable[[Any], Any], Hung
-    ]
-]:
-    def shutdown(pool: Any) -> None:
-        pool.shutdown(wait=True)
-
-    def result(pool: Any) -> Any:
-        return pool.submit(noop).result()
-
-    def pebble_open() -> Any:
-        import pebble
-
-        return pebble.ProcessPool(max_workers=1)
-
-    def pebble_close(pool: Any) -> None:
-        pool.close()
-        pool.join()
-
-    def pebble_noop(pool: Any) -> Any:
-        return pool.schedule(noop).result()
-
-    def mpire_open() -> Any:
-        import mpire.pool
-
-        return mpire.pool.WorkerPool(n_jobs=1, keep_alive=True)
-
-    def mpire_close(pool: Any) -> None:
-        pool.stop_and_join()
-
-    def mpire_noop(pool: Any) -> Any:
-        return pool.apply_async(noop).get()
-
-    return [
-        (
-            "threads",
-            "workpool",
-            None,
-            lambda: workpool.Pool(1),
-            shutdown,
-            result,
-            _workpool_threads,
-        ),
-        (
-            "processes",
-            "workpool",
-            peers.workpool_process(),
-            lambda: peers.process_pool(1),
-            shutdown,
-            result,
-            _workpool_processes,
-        ),
-        (
-            "processes",
-            "pebble ProcessPool",
-            peers.missing("pebble"),
-            pebble_open,
-            pebble_close,
-            pebble_noop,
-            _pebble,
-        ),
-        ("processes", "mpire", peers.missing("mpire"), mpire_open, mpire_close, mpire_noop, _mpire),
-    ]
+        contender.close(pool)
+    return 1e3 * (failed - started - timeout if which == "late" else back - failed)
 
 
 def timeouts(sizes: Sizes) -> list[Case]:
     t = sizes.timeout
     cases: list[Case] = []
-    for which, what in (
-        ("late", "failure after the deadline"),
-        ("back", "a new task done after the failure"),
-    ):
-        for kind, label, why, open_pool, close, submit_noop, hung in _entries():
-            group = f"{kind}: hung task, {t * 1e3:g} ms timeout: {what}"
+    measures = (("late", "failure after the deadline"), ("back", "a new task done after it"))
+    for which, what in measures:
+        for contender in CONTENDERS:
+            group = f"{contender.kind}: hung task, {t * 1e3:g} ms timeout: {what}"
+            why = contender.skip()
             if why:
-                cases.append(skipped("timeouts", group, label, "ms", why))
+                cases.append(skipped("timeouts", group, contender.label, "ms", why))
                 continue
 
-            def run(
-                o: Any = open_pool,
-                c: Any = close,
-                s: Any = submit_noop,
-                h: Hung = hung,
-                w: str = which,
-            ) -> float:
-                return _measure(o, c, s, h, t, w)
+            def run(c: Contender = contender, w: str = which) -> float:
+                return _measure(c, t, w)
 
-            cases.append(Case("timeouts", group, label, run, "ms"))
+            cases.append(Case("timeouts", group, contender.label, run, "ms"))
     return cases
