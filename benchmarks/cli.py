@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -91,6 +92,9 @@ def _fraction(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen scenarios, print the table, write the files asked for."""
+    if args.chart and importlib.util.find_spec("matplotlib") is None:
+        # Say so now, not after a run of many minutes.
+        raise SystemExit("--chart needs matplotlib: pip install 'workpool[bench]'")
     sizes = (Sizes.quick() if args.quick else Sizes()).scaled(args.scale)
     rounds = args.rounds or (1 if args.quick else 5)
     cases: list[Case] = []

@@ -3,7 +3,9 @@
 The scenarios live in the repository's ``benchmarks/`` package (shipped inside the wheel as
 ``workpool._benchmarks``); this module finds them and hands over the command line. It is
 self-contained: ``run_bench(argv)`` parses its own options, so any command-line framework can
-mount it, and ``register`` mounts it on an argparse subcommand parser.
+mount it, and ``register`` mounts it on an argparse subcommand parser. With click, pass every
+argument through: a command with ``context_settings={"ignore_unknown_options": True,
+"allow_extra_args": True, "help_option_names": []}`` that calls ``run_bench(ctx.args)``.
 """
 
 from __future__ import annotations
