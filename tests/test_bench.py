@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import json
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 import workpool
-from workpool.cli.bench import harness, run_bench
+from workpool.cli.bench import harness, register, run_bench
 
 PACKAGE = harness().__name__  # "benchmarks" in a checkout, "workpool._benchmarks" in a wheel
 
@@ -160,3 +161,15 @@ def test_unknown_scenario_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -
     assert run_bench(["--only", "dispatch,warp"]) == 2
     error = capsys.readouterr().err
     assert "unknown scenario warp" in error and "dispatch" in error
+
+
+def test_argparse_subcommand_passes_every_argument_through(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``register`` mounts ``bench`` on an argparse CLI, handing its options to the harness."""
+    parser = argparse.ArgumentParser(prog="workpool")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--only", "warp", "--quick"])
+    assert args.bench_args == ["--only", "warp", "--quick"]
+    assert args.run(args) == 2
+    assert "unknown scenario warp" in capsys.readouterr().err

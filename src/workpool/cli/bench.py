@@ -56,8 +56,9 @@ def run_bench(argv: Sequence[str] | None = None) -> int:
 
 def register(commands: Any) -> None:
     """Add ``bench`` to an argparse subcommand parser: every argument after it is passed on."""
-    parser = commands.add_parser("bench", help=HELP, add_help=False)
-    parser.add_argument("bench_args", nargs=argparse.REMAINDER)
+    # No option prefix: every argument, options included, reaches run_bench as it was typed.
+    parser = commands.add_parser("bench", help=HELP, add_help=False, prefix_chars="\0")
+    parser.add_argument("bench_args", nargs="*")
     parser.set_defaults(run=lambda args: run_bench(args.bench_args))
 
 
