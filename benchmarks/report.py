@@ -164,6 +164,7 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
 
         matplotlib.use("Agg")  # no display needed: the chart goes to a file
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise SystemExit("the chart needs matplotlib: pip install 'workpool[bench]'") from None
     bars = [s for s in summaries if s.advantage is not None]
@@ -177,6 +178,7 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> None:
     axes.set_yticks(range(len(bars)), labels, fontsize=6)
     axes.invert_yaxis()
     axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
     axes.axvline(1.0, color="black", linewidth=0.8)
     axes.set_xlabel("workpool's advantage (times better; right of 1 = workpool wins)")
     axes.set_title(title, fontsize=9)
