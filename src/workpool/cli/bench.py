@@ -10,7 +10,6 @@ argument through: a command with ``context_settings={"ignore_unknown_options": T
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 from collections.abc import Sequence
