@@ -17,6 +17,7 @@ from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
 from ._stats import PoolStats
 from ._streams import MapStream
 from ._task import Task
+from .observe.progress import ProgressLike, map_progress
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -140,14 +141,18 @@ class Pool(Executor):
         chunksize: int = 1,
         ordered: bool = True,
         window: int | None = None,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
         """Lazily apply ``fn`` over the zipped ``iterables``, ``window`` tasks in flight at most.
 
         Results come in input order, or as they complete with ``ordered=False``. ``timeout``
         bounds the whole iteration, as in ``Executor.map``. ``chunksize`` is accepted for
-        compatibility; threads gain nothing from it.
+        compatibility; threads gain nothing from it. ``progress=True`` shows a bar on stderr
+        (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
         """
-        return self._map(fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize)
+        return self._map(
+            fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize, progress
+        )
 
     def _map(
         self,
@@ -159,9 +164,11 @@ class Pool(Executor):
         ordered: bool,
         window: int | None,
         chunksize: int,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
         if chunksize < 1:
             raise ValueError(f"chunksize must be >= 1, not {chunksize!r}")
+        track: Callable[[Iterator[T]], Iterator[T]] = map_progress(progress, iterables)
         core = self._core
 
         def submit(args: tuple[Any, ...]) -> Task[Any]:
@@ -173,7 +180,7 @@ class Pool(Executor):
             window = max(16, 4 * core.engine.max_workers)
         items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map does
         stream = MapStream(submit, items, window=window, ordered=ordered, timeout=timeout)
-        return stream.results()
+        return track(stream.results())
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -315,9 +322,11 @@ class TaskOptionsView:
         chunksize: int = 1,
         ordered: bool = True,
         window: int | None = None,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
+        options, submit_timeout = self._options, self._submit_timeout
         return self._pool._map(
-            fn, iterables, self._options, self._submit_timeout, timeout, ordered, window, chunksize
+            fn, iterables, options, submit_timeout, timeout, ordered, window, chunksize, progress
         )
 
     def __repr__(self) -> str:

@@ -21,9 +21,10 @@ from .._task import Task
 if TYPE_CHECKING:
     from .._pool import Pool
 
-BUCKETS: tuple[float, ...] = tuple(
-    float(f"{m}e{e}") for e in range(-5, 3) for m in ("1", "2.5", "5")
-) + (1000.0,)
+BUCKETS: tuple[float, ...] = (
+    *(float(f"{m}e{e}") for e in range(-5, 3) for m in ("1", "2.5", "5")),
+    1000.0,
+)
 """Upper bounds (seconds) of the histogram buckets; a last, implicit one is +Inf."""
 
 OUTCOMES = ("succeeded", "failed", "cancelled", "timed_out")
