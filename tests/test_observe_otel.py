@@ -13,15 +13,15 @@ import workpool
 from workpool import RetryPolicy
 
 pytest.importorskip("opentelemetry.sdk")
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402  # after the skip
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
     InMemorySpanExporter,
 )
-from opentelemetry.trace import StatusCode  # noqa: E402
+from opentelemetry.trace import StatusCode
 
-from workpool.observe.carrier import trace_carrier  # noqa: E402
-from workpool.observe.otel import TracingObserver, attached  # noqa: E402
+from workpool.observe.carrier import trace_carrier
+from workpool.observe.otel import TracingObserver, attached
 
 
 class Traces:
@@ -58,9 +58,12 @@ def span_id(span: ReadableSpan) -> int:
 
 def test_task_span_is_a_child_of_the_submitters_span(traces: Traces) -> None:
     """The task span's parent is the span current where submit() was called."""
-    with workpool.Pool(2, observers=[TracingObserver(traces.provider)]) as pool:
-        with traces.tracer.start_as_current_span("request") as request:
-            pool.submit(abs, -1).result(timeout=10)
+    observer = TracingObserver(traces.provider)
+    with (
+        workpool.Pool(2, observers=[observer]) as pool,
+        traces.tracer.start_as_current_span("request") as request,
+    ):
+        pool.submit(abs, -1).result(timeout=10)
     (task,) = traces.named("workpool.task")
     (run,) = traces.named("workpool.run")
     assert parent_id(task) == request.get_span_context().span_id

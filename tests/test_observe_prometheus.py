@@ -15,10 +15,10 @@ import workpool
 from workpool.observe import MetricsObserver
 
 pytest.importorskip("prometheus_client")
-from prometheus_client import CollectorRegistry  # noqa: E402  # after the skip
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
-from workpool.observe.prometheus import PoolCollector, serve_metrics  # noqa: E402
+from workpool.observe.prometheus import PoolCollector, serve_metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
