@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from .._task import Task
 
-_carriers: weakref.WeakKeyDictionary[Task[Any], dict[str, str]] = weakref.WeakKeyDictionary()
+Inject = Callable[[], dict[str, str]]
+"""Writes the carrier when asked: most tasks run in-process and never need one."""
+
+_carriers: weakref.WeakKeyDictionary[Task[Any], Inject] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # WeakKeyDictionary is not safe against concurrent writers
 
 
 def trace_carrier(task: Task[Any]) -> dict[str, str] | None:
     """The trace context to run ``task`` under, or None if no tracer saw it."""
     with _lock:
-        carrier = _carriers.get(task)
-    return None if carrier is None else dict(carrier)
+        inject = _carriers.get(task)
+    return None if inject is None else inject()
 
 
-def set_trace_carrier(task: Task[Any], carrier: dict[str, str]) -> None:
-    """Record the trace context for ``task``'s next run (a tracing observer calls this)."""
+def set_trace_carrier(task: Task[Any], inject: Inject) -> None:
+    """Record how to write the trace context for ``task``'s next run (a tracer calls this)."""
     with _lock:
-        _carriers[task] = carrier
+        _carriers[task] = inject

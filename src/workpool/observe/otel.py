@@ -9,6 +9,7 @@ backends that run tasks in another process; there ``attached(carrier)`` restores
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -134,9 +135,13 @@ class TracingObserver(Observer):
 
     @staticmethod
     def _carry(task: Task[Any], span: Span) -> None:
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
-        set_trace_carrier(task, carrier)
+        set_trace_carrier(task, functools.partial(_inject, span))
+
+
+def _inject(span: Span) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=trace.set_span_in_context(span))
+    return carrier
 
 
 @contextmanager
