@@ -43,7 +43,8 @@ class CountingBar:
 
 
 def test_map_with_progress_is_quiet_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
-    """With stderr captured (not a terminal), progress=True draws nothing and changes no result."""
+    """With stderr captured (not a terminal), progress=True draws nothing, starts no thread
+    (the leak check would see tqdm's monitor) and changes no result."""
     with workpool.Pool(2) as pool:
         assert list(pool.map(abs, range(-50, 0), progress=True)) == list(range(50, 0, -1))
         view = pool.options(name="abs")
@@ -117,7 +118,9 @@ def test_leaving_a_map_with_progress_early_cancels_the_rest() -> None:
 
 
 def test_missing_tqdm_warns_once_and_still_iterates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without tqdm, progress=True warns once with the pip hint and returns every result."""
+    """Without tqdm, on a terminal, progress=True warns once with the pip hint and returns
+    every result."""
+    monkeypatch.setattr(sys, "stderr", Terminal())
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     monkeypatch.setattr(progress_module, "_warned", False)
     with workpool.Pool(1) as pool:

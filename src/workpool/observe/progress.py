@@ -1,13 +1,14 @@
 """Progress bars for ``pool.map(..., progress=True)`` and ``workpool.progress(...)``.
 
 The bar is tqdm's (``pip install 'workpool[progress]'``): done, failed, rate and ETA, on
-stderr, and silent when stderr is not a terminal. Without tqdm, ``progress=True`` warns once
-and iterates without a bar: a progress bar is cosmetic, and a batch job deployed without the
-extra (where, with no terminal, the bar would be silent anyway) should not fail for it.
+stderr, and none at all when stderr is not a terminal. Without tqdm, ``progress=True`` on a terminal
+warns once and iterates without a bar: a progress bar is cosmetic, and a job deployed without
+the extra should not fail for it.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import as_completed
@@ -30,8 +31,10 @@ class ProgressLike(Protocol):
 
 
 def _new_bar(total: int | None, desc: str | None, stacklevel: int) -> ProgressLike | None:
-    """A tqdm bar on stderr (disabled when it is not a terminal); None without tqdm."""
+    """A tqdm bar on stderr; None when stderr is not a terminal, or without tqdm."""
     global _warned
+    if not _on_terminal():
+        return None  # no bar at all: a disabled tqdm would still start its monitor thread
     try:
         from tqdm.auto import tqdm
     except ImportError:
@@ -43,8 +46,16 @@ def _new_bar(total: int | None, desc: str | None, stacklevel: int) -> ProgressLi
                 stacklevel=stacklevel + 1,
             )
         return None
-    bar: ProgressLike = tqdm(total=total, desc=desc, unit="task", disable=None, dynamic_ncols=True)
+    bar: ProgressLike = tqdm(total=total, desc=desc, unit="task", dynamic_ncols=True)
     return bar
+
+
+def _on_terminal() -> bool:
+    stderr = sys.stderr
+    try:
+        return stderr is not None and stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without it, or closed
+        return False
 
 
 def _failed(item: object) -> bool:
