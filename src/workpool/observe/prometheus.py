@@ -7,7 +7,7 @@ nothing per task. The per-task-name histograms and outcome counters come from a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .figures import BUCKETS, MetricsObserver, TaskFigures
@@ -88,7 +88,7 @@ class PoolCollector(Collector):
             outcomes.add_metric([self.name, outcome], value)
         yield outcomes
 
-    def _task_metrics(self, tasks: Any) -> Iterator[Metric]:
+    def _task_metrics(self, tasks: Iterable[TaskFigures]) -> Iterator[Metric]:
         labels = ["pool", "task"]
         waits = HistogramMetricFamily(
             "workpool_task_queue_wait_seconds",
@@ -103,7 +103,6 @@ class PoolCollector(Collector):
             "Finished tasks by task name and outcome.",
             labels=[*labels, "outcome"],
         )
-        figures: TaskFigures
         for figures in tasks:
             values = [self.name, figures.name]
             for family, dist in ((waits, figures.queue_wait), (runs, figures.run_time)):
