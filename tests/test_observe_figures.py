@@ -144,6 +144,10 @@ def test_utilisation_and_throughput() -> None:
     assert 0.0 < snap.utilisation <= 1.0
     assert snap.throughput > 0 and snap.finished == 2
     assert snap.workers == 0  # all retired at shutdown
+    name = "Barrier.wait"
+    assert snap.throughput_of(name) == snap.throughput
+    assert 0.0 < snap.utilisation_of(name) <= snap.utilisation + 1e-9
+    assert snap.throughput_of("absent") == 0.0 and snap.utilisation_of("absent") == 0.0
 
 
 def test_attach_counts_the_workers_already_running() -> None:

@@ -139,6 +139,20 @@ class MetricsSnapshot:
             return 0.0
         return min(1.0, self.busy_seconds / self.worker_seconds)
 
+    def throughput_of(self, name: str) -> float:
+        """Tasks named ``name`` finished per second over ``elapsed``."""
+        figures = self.tasks.get(name)
+        if figures is None or self.elapsed <= 0:
+            return 0.0
+        return figures.finished / self.elapsed
+
+    def utilisation_of(self, name: str) -> float:
+        """The share of the workers' time spent running tasks named ``name``, 0..1."""
+        figures = self.tasks.get(name)
+        if figures is None or self.worker_seconds <= 0:
+            return 0.0
+        return min(1.0, figures.run_time.sum / self.worker_seconds)
+
 
 class _Histogram:
     __slots__ = ("counts", "max", "sum")
