@@ -20,6 +20,7 @@ from ._pool import Pool, ShutdownReport, TaskOptionsView
 from ._stats import PoolStats
 from ._task import Task, TaskContext, TaskState, current_task
 from ._version import __version__
+from .observe.progress import progress
 
 __all__ = [
     "RETRY_TIMEOUTS_AND_CRASHES",
@@ -44,4 +45,5 @@ __all__ = [
     "WorkpoolError",
     "__version__",
     "current_task",
+    "progress",
 ]

@@ -199,8 +199,8 @@ class PoolCore:
         self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
     ) -> Next:
         engine = self.engine
-        now = self.clock()
         with self.lock:
+            now = self.clock()  # under the lock: no task can be queued "after" this moment
             outcome = engine.complete(slot, task, error, now)
             if outcome is _STALE:
                 return RETIRE  # its loss was reported when the pool gave up on it

@@ -17,6 +17,7 @@ from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
 from ._stats import PoolStats
 from ._streams import Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
+from .observe.progress import ProgressLike, map_progress
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -146,6 +147,7 @@ class Pool(Executor):
         chunksize: int | None = None,
         ordered: bool = True,
         window: int | None = None,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
         """Lazily apply ``fn`` over the zipped ``iterables``, ``window`` items in flight at most.
 
@@ -153,9 +155,12 @@ class Pool(Executor):
         bounds the whole iteration, as in ``Executor.map``. Small items run in batches whose
         size adapts to how long items take; ``chunksize=k`` fixes it, ``chunksize=1`` turns
         batching off. A per-task ``timeout`` or ``retries`` (from ``options``) also turns it off,
-        so that each item keeps them.
+        so that each item keeps them. ``progress=True`` shows a bar on stderr
+        (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
         """
-        return self._map(fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize)
+        return self._map(
+            fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize, progress
+        )
 
     def _map(
         self,
@@ -167,9 +172,11 @@ class Pool(Executor):
         ordered: bool,
         window: int | None,
         chunksize: int | None,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
         if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"chunksize must be None or an int >= 1, not {chunksize!r}")
+        track: Callable[[Iterator[T]], Iterator[T]] = map_progress(progress, iterables)
         core = self._core
         workers = core.engine.max_workers
         batching = chunksize != 1 and options.timeout is None and options.retries == 0
@@ -197,7 +204,7 @@ class Pool(Executor):
             timeout=timeout,
             sizer=BatchSizer(fixed=chunksize) if batching else None,
         )
-        return stream.results()
+        return track(stream.results())
 
     # -- waiting ------------------------------------------------------------------------------
 
@@ -339,9 +346,11 @@ class TaskOptionsView:
         chunksize: int | None = None,
         ordered: bool = True,
         window: int | None = None,
+        progress: bool | ProgressLike = False,
     ) -> Iterator[T]:
+        options, submit_timeout = self._options, self._submit_timeout
         return self._pool._map(
-            fn, iterables, self._options, self._submit_timeout, timeout, ordered, window, chunksize
+            fn, iterables, options, submit_timeout, timeout, ordered, window, chunksize, progress
         )
 
     def __repr__(self) -> str:
