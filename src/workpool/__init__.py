@@ -14,6 +14,7 @@ from ._errors import (
 )
 from ._options import RETRY_TIMEOUTS_AND_CRASHES, RetryPolicy, TaskOptions
 from ._pool import Pool, ShutdownReport, TaskOptionsView
+from ._registry import task
 from ._stats import PoolStats
 from ._task import Task, TaskContext, TaskState, current_task
 from ._version import __version__
@@ -37,4 +38,5 @@ __all__ = [
     "WorkpoolError",
     "__version__",
     "current_task",
+    "task",
 ]
