@@ -9,6 +9,7 @@ import os
 import secrets
 import sys
 from dataclasses import dataclass, fields
+from types import FrameType
 from typing import Any
 
 _EXTRA = "pip install 'workpool[server]'"
@@ -149,7 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         keep_results=config.keep_results,
     )  # fmt: skip
     app = create_app(runner, settings)
-    server = uvicorn.Server(
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # At the signal itself, not once uvicorn has closed its connections: no queued
+            # job may start after SIGTERM.
+            runner.stop_accepting()
+            super().handle_exit(sig, frame)
+
+    server = Server(
         uvicorn.Config(
             app, host=config.host, port=config.port, log_level="warning",
             timeout_graceful_shutdown=max(1, math.ceil(config.grace)), lifespan="on",

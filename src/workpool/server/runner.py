@@ -123,13 +123,18 @@ class Runner:
         self._dispatch(job)
         return job
 
+    def stop_accepting(self) -> None:
+        """Refuse new jobs and start no queued one; running jobs go on. (First step of drain.)"""
+        with self._lock:
+            self._draining = True
+        self.pool.pause()
+
     def drain(self, grace: float) -> list[str]:
         """Stop starting jobs, give running ones ``grace`` seconds, requeue the rest.
 
         Returns the ids of the jobs that were still running and were put back to queued.
         """
-        with self._lock:
-            self._draining = True
+        self.stop_accepting()
         # Queued tasks are cancelled in the pool; their callbacks leave the jobs queued on disk.
         self.pool.shutdown(wait=True, cancel_futures=True, timeout=grace)
         with self._lock:
