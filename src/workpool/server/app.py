@@ -7,6 +7,7 @@ import contextlib
 import hmac
 import inspect
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -321,7 +322,10 @@ def _lifespan(runner: Runner, settings: ServerSettings) -> Callable[[FastAPI], A
             yield
         finally:
             sweeper.cancel()
-            app.state.requeued = await run_in_threadpool(runner.drain, settings.grace)
+            left = await run_in_threadpool(runner.drain, settings.grace)
+            if left:
+                print(f"workpool serve: {len(left)} running jobs put back to queued for the "
+                      "next start", file=sys.stderr)  # fmt: skip
 
     return lifespan
 

@@ -150,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         keep_results=config.keep_results,
     )  # fmt: skip
     app = create_app(runner, settings)
+
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             # At the signal itself, not once uvicorn has closed its connections: no queued
@@ -163,15 +164,12 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=max(1, math.ceil(config.grace)), lifespan="on",
         )
     )  # fmt: skip
-    server.run()
-    left = getattr(app.state, "requeued", [])
-    store.close()
-    if left:
-        # Threads still running abandoned jobs would hold the interpreter open; their jobs are
-        # queued on disk already, so leave at once.
-        print(f"workpool serve: {len(left)} running jobs requeued for the next start",
-              file=sys.stderr)  # fmt: skip
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    try:
+        # After draining on SIGTERM, uvicorn raises the signal again, so that the process ends
+        # as killed by it (status -15/143), the Unix convention; Ctrl-C ends here.
+        server.run()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        store.close()
     return 0 if server.started else 1
