@@ -8,6 +8,7 @@ nothing in a request chooses code to import.
 
 from __future__ import annotations
 
+import importlib
 import re
 import threading
 from collections.abc import Callable
@@ -28,7 +29,7 @@ def task(*, name: str | None = None) -> Callable[[F], F]: ...
 
 
 def task(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
-    """Register ``fn`` as a task a job server may run, under ``name`` or its qualified name.
+    """Register ``fn`` as a task a job server may run, under ``name`` or its ``__name__``.
 
     The function is returned unchanged. Registering a different function under a name already
     taken raises ``ValueError``; registering the same one again (a module re-import) is harmless.
@@ -37,7 +38,7 @@ def task(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F]
     def register(func: F) -> F:
         if not callable(func):
             raise TypeError(f"@workpool.task needs a callable, not {type(func).__name__}")
-        key = name if name is not None else func.__qualname__
+        key = name if name is not None else getattr(func, "__name__", "")
         if not isinstance(key, str) or not _NAME.match(key):
             raise ValueError(f"task name must match {_NAME.pattern}, not {key!r}")
         with _lock:
@@ -56,6 +57,26 @@ def registered_tasks() -> dict[str, Callable[..., Any]]:
     """A copy of the registry: task name to function."""
     with _lock:
         return dict(_tasks)
+
+
+def load_tasks(module: str) -> dict[str, Callable[..., Any]]:
+    """Import ``module`` (a name the operator gave, never a request) and return its tasks.
+
+    Its tasks are those registered while it was imported, and those defined in it or in its
+    submodules (when it had been imported before).
+    """
+    before = registered_tasks()
+    importlib.import_module(module)
+    return {
+        key: fn
+        for key, fn in registered_tasks().items()
+        if before.get(key) is not fn or _defined_in(fn, module)
+    }
+
+
+def _defined_in(fn: Callable[..., Any], module: str) -> bool:
+    home = str(getattr(fn, "__module__", ""))
+    return home == module or home.startswith(module + ".")
 
 
 def unregister(name: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import math
 import os
 import secrets
@@ -115,17 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workpool serve needs its extra: {_EXTRA} ({exc})", file=sys.stderr)
         return 2
     from .. import RetryPolicy
-    from .._registry import registered_tasks
+    from .._registry import load_tasks
     from .runner import Runner
     from .store import SQLiteStore
 
     sys.path.insert(0, os.getcwd())  # as `python -m` does, so that --tasks finds local modules
     try:
-        importlib.import_module(config.tasks)  # named by the operator, never by a request
+        tasks = load_tasks(config.tasks)  # named by the operator, never by a request
     except ImportError as exc:
         print(f"cannot import --tasks {config.tasks}: {exc}", file=sys.stderr)
         return 2
-    tasks = registered_tasks()
     if not tasks:
         print(f"{config.tasks} registers no task: decorate functions with @workpool.task",
               file=sys.stderr)  # fmt: skip
