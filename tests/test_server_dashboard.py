@@ -31,11 +31,20 @@ FLAGS = [
 ]
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path / "jobs.sqlite3", workers=1).start()
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server for the module; each test leaves it idle (gates opened, queue drained)."""
+    srv = Server(tmp_path_factory.mktemp("dashboard") / "jobs.sqlite3", workers=1).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def gate(tmp_path: Path) -> Iterator[Gate]:
+    """A gate that is opened at the end of the test whatever happens, so the server goes idle."""
+    g = Gate(tmp_path)
+    yield g
+    g.open()
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +72,8 @@ def page(server: Server, browser: Any) -> Iterator[Any]:
         context.close()
 
 
-def test_dashboard_shows_workers_queue_and_failures(
-    server: Server, page: Any, tmp_path: Path
-) -> None:
+def test_dashboard_shows_workers_queue_and_failures(server: Server, page: Any, gate: Gate) -> None:
     """The page fills its tiles and the failures table from the live server."""
-    gate = Gate(tmp_path)
     failed = server.submit("boom", kwargs={"message": "dashboard-visible"})["id"]
     server.wait_state(failed, "failed")
     server.submit("gated", *gate.args())
@@ -79,11 +85,11 @@ def test_dashboard_shows_workers_queue_and_failures(
     expect(page.locator("#failures")).to_contain_text("dashboard-visible")
     expect(page.locator("#status")).to_contain_text("live")
     gate.open()
+    expect(page.locator("#queued")).to_have_text("0")
 
 
-def test_dashboard_retry_and_cancel_buttons_act(server: Server, page: Any, tmp_path: Path) -> None:
+def test_dashboard_retry_and_cancel_buttons_act(server: Server, page: Any, gate: Gate) -> None:
     """With the token typed in, Retry reruns a failure and Cancel cancels a queued job."""
-    gate = Gate(tmp_path)
     failed = server.submit("boom")["id"]
     server.wait_state(failed, "failed")
     server.submit("gated", *gate.args())
@@ -107,7 +113,8 @@ def test_dashboard_renders_a_non_blank_screenshot(server: Server, page: Any) -> 
     ids = [server.submit("add", i, i)["id"] for i in range(20)]
     for job_id in ids:
         server.wait_state(job_id, "succeeded")
-    sync_api.expect(page.locator("#succeeded")).to_have_text("20")
+    succeeded = server.request("GET", "/api/summary").body["counts"]["succeeded"]
+    sync_api.expect(page.locator("#succeeded")).to_have_text(str(succeeded))
     page.wait_for_function("() => document.querySelector('#jobs').children.length >= 15")
     drawn = page.evaluate(
         """() => { const c = document.getElementById('latency');
