@@ -44,8 +44,16 @@ class Reply:
 class Server:
     """``python -m workpool.server`` on a free port of 127.0.0.1, with its own SQLite file."""
 
-    def __init__(self, db: Path, *args: str, workers: int = 2, token: str = TOKEN) -> None:
+    def __init__(
+        self,
+        db: Path | str,
+        *args: str,
+        workers: int = 2,
+        token: str = TOKEN,
+        log_dir: Path | None = None,
+    ) -> None:
         self.db = db
+        self.log_dir = log_dir or Path(db).parent
         self.args = [*args]
         self.workers = workers
         self.token = token
@@ -57,7 +65,7 @@ class Server:
         command = [sys.executable, "-m", "workpool.server", "--tasks", "server_tasks"]
         command += ["--port", str(self.port), "--db", str(self.db)]
         command += ["--workers", str(self.workers), *self.args]
-        self.log = self.db.parent / f"server-{self.port}.log"
+        self.log = self.log_dir / f"server-{self.port}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, cwd=TESTS, env=env, stderr=log)
         wait_until(self._answers, timeout=30)

@@ -7,16 +7,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_postgres import fresh_database, postgres_server
 
 import workpool
 from workpool._registry import registered_tasks, unregister
 from workpool.server.cli import load_config
-from workpool.server.store import IdempotencyConflict, JobSpec, SQLiteStore
+from workpool.server.store import IdempotencyConflict, JobSpec, JobStore, SQLiteStore, open_store
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[SQLiteStore]:
-    s = SQLiteStore(str(tmp_path / "jobs.sqlite3"))
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL server for this module (skips without one)."""
+    with postgres_server() as dsn:
+        yield dsn
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[JobStore]:
+    """Each store behind the ``JobStore`` interface, empty: both must pass the same tests."""
+    if request.param == "sqlite":
+        s: JobStore = SQLiteStore(str(tmp_path / "jobs.sqlite3"))
+    else:
+        s = open_store(fresh_database(request.getfixturevalue("postgres")))
     yield s
     s.close()
 
@@ -37,7 +49,7 @@ def test_store_uses_wal_and_survives_reopening(tmp_path: Path) -> None:
         again.close()
 
 
-def test_attempts_count_and_recover_requeues_running_jobs(store: SQLiteStore) -> None:
+def test_attempts_count_and_recover_requeues_running_jobs(store: JobStore) -> None:
     """Each start counts an attempt; recover puts running jobs back to queued, by priority."""
     low, _ = store.add(JobSpec("add", priority=0))
     high, _ = store.add(JobSpec("add", priority=5))
@@ -48,7 +60,7 @@ def test_attempts_count_and_recover_requeues_running_jobs(store: SQLiteStore) ->
     assert [(j.state, j.attempts) for j in recovered] == [("queued", 0), ("queued", 2)]
 
 
-def test_idempotency_key_conflict_names_the_first_job(store: SQLiteStore) -> None:
+def test_idempotency_key_conflict_names_the_first_job(store: JobStore) -> None:
     """The same key with the same request returns the job; with another, it raises."""
     job, created = store.add(JobSpec("add", [1], idempotency_key="k"))
     same, again = store.add(JobSpec("add", [1], idempotency_key="k"))
@@ -57,7 +69,7 @@ def test_idempotency_key_conflict_names_the_first_job(store: SQLiteStore) -> Non
         store.add(JobSpec("add", [2], idempotency_key="k"))
 
 
-def test_purge_deletes_only_old_finished_jobs(store: SQLiteStore) -> None:
+def test_purge_deletes_only_old_finished_jobs(store: JobStore) -> None:
     """Results past their keep time are deleted; unfinished jobs are never purged."""
     done, _ = store.add(JobSpec("add"))
     waiting, _ = store.add(JobSpec("add"))
@@ -67,7 +79,7 @@ def test_purge_deletes_only_old_finished_jobs(store: SQLiteStore) -> None:
     assert store.get(done.id) is None and store.get(waiting.id) is not None
 
 
-def test_page_filters_and_counts(store: SQLiteStore) -> None:
+def test_page_filters_and_counts(store: JobStore) -> None:
     """Pages come newest first under filters; counts cover every state."""
     jobs = [store.add(JobSpec("add" if i % 2 else "mul"))[0] for i in range(6)]
     store.finish(jobs[0].id, "failed", None, "ValueError: x")
@@ -80,7 +92,7 @@ def test_page_filters_and_counts(store: SQLiteStore) -> None:
     }  # fmt: skip
 
 
-def test_finish_refuses_a_state_that_is_not_final(store: SQLiteStore) -> None:
+def test_finish_refuses_a_state_that_is_not_final(store: JobStore) -> None:
     """Only final states can end a job."""
     job, _ = store.add(JobSpec("add"))
     with pytest.raises(ValueError, match="final"):

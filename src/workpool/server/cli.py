@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from .. import RetryPolicy
     from .._registry import load_tasks
     from .runner import Runner
-    from .store import SQLiteStore
+    from .store import open_store
 
     sys.path.insert(0, os.getcwd())  # as `python -m` does, so that --tasks finds local modules
     try:
@@ -133,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         token = secrets.token_urlsafe(24)
         print(f"workpool serve: no --token or WORKPOOL_TOKEN; this run's token: {token}",
               file=sys.stderr)  # fmt: skip
-    store = SQLiteStore(config.db, synchronous=config.synchronous)
+    try:
+        store = open_store(config.db, synchronous=config.synchronous)
+    except Exception as exc:  # any driver's connect error: report, exit 2
+        print(f"workpool serve: cannot open --db: {exc}", file=sys.stderr)
+        return 2
     try:
         retry = RetryPolicy(base_delay=config.retry_base_delay, max_delay=config.retry_max_delay)
         runner = Runner(

@@ -294,6 +294,20 @@ class SQLiteStore:
             self._db.close()
 
 
+def dumps(value: Any) -> str:
+    """JSON text of a value already known to be JSON-ready."""
+    return json.dumps(value)
+
+
+def open_store(db: str, *, synchronous: str = "FULL") -> JobStore:
+    """The store ``--db`` names: a ``postgresql://`` URL, or else a SQLite file path."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from .store_postgres import PostgresStore
+
+        return PostgresStore(db)
+    return SQLiteStore(db, synchronous=synchronous)
+
+
 def _job(row: Sequence[Any]) -> Job:
     (job_id, seq, task, args, kwargs, priority, timeout, retries, key, state, attempts,
      result, error, created, started, finished) = row  # fmt: skip
