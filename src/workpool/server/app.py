@@ -100,14 +100,7 @@ def create_app(runner: Runner, settings: ServerSettings) -> FastAPI:
     """The ASGI application: routes, auth, limits, metrics, the dashboard."""
     metrics = Metrics()
     metrics.attach(runner)
-    runner_hook = runner._on_finish  # keep a caller's hook, and feed the histogram too
-
-    def on_finish(record: Any) -> None:
-        metrics.observe(record)
-        if runner_hook is not None:
-            runner_hook(record)
-
-    runner._on_finish = on_finish
+    runner.listeners.append(metrics.observe)
     app = FastAPI(
         title="workpool job server",
         version="1",
@@ -120,12 +113,13 @@ def create_app(runner: Runner, settings: ServerSettings) -> FastAPI:
     _install_error_handlers(app)
     write = Depends(_bearer(settings.token, required=True))
     read = Depends(_bearer(settings.token, required=settings.auth_reads))
-    _job_routes(app, runner, write, read)
+    _write_routes(app, runner, write)
+    _read_routes(app, runner, read)
     _ops_routes(app, runner, metrics, read)
     return app
 
 
-def _job_routes(app: FastAPI, runner: Runner, write: Any, read: Any) -> None:
+def _write_routes(app: FastAPI, runner: Runner, write: Any) -> None:
     @app.post("/jobs", status_code=202, response_model=JobView, dependencies=[write, _JSON_BODY])
     def submit_job(body: SubmitRequest, response: Response) -> dict[str, Any]:
         """Store a job and queue it; 202 once it is on disk (200 for a repeated key)."""
@@ -142,6 +136,24 @@ def _job_routes(app: FastAPI, runner: Runner, write: Any, read: Any) -> None:
             response.status_code = 200
         return job.to_json()
 
+    @app.delete("/jobs/{job_id}", response_model=JobView, dependencies=[write])
+    def cancel_job(job_id: JobId) -> dict[str, Any]:
+        """Cancel a queued job; ask a running one to stop. A finished job is left as it is."""
+        return _found(runner.cancel(job_id), job_id).to_json()
+
+    @app.post("/jobs/{job_id}/retry", status_code=202, response_model=JobView, dependencies=[write])
+    def retry_job(job_id: JobId) -> dict[str, Any]:
+        """Run a failed, timed-out or cancelled job once more."""
+        try:
+            job = _found(runner.retry(job_id), job_id)
+        except NotAccepting:
+            raise HTTPException(503, "the server is shutting down") from None
+        if job.state not in ("queued", "running"):
+            raise HTTPException(409, f"job {job_id} is {job.state}; only a failed one is retried")
+        return job.to_json()
+
+
+def _read_routes(app: FastAPI, runner: Runner, read: Any) -> None:
     @app.get("/jobs/{job_id}", response_model=JobView, dependencies=[read])
     def get_job(job_id: JobId) -> dict[str, Any]:
         """A job's state, attempts, result or error, and timings."""
@@ -159,22 +171,6 @@ def _job_routes(app: FastAPI, runner: Runner, write: Any, read: Any) -> None:
         jobs = runner.store.page(state=state, task=task, before=before, limit=limit)
         more = len(jobs) == limit
         return {"jobs": [j.to_json() for j in jobs], "next": str(jobs[-1].seq) if more else None}
-
-    @app.delete("/jobs/{job_id}", response_model=JobView, dependencies=[write])
-    def cancel_job(job_id: JobId) -> dict[str, Any]:
-        """Cancel a queued job; ask a running one to stop. A finished job is left as it is."""
-        return _found(runner.cancel(job_id), job_id).to_json()
-
-    @app.post("/jobs/{job_id}/retry", status_code=202, response_model=JobView, dependencies=[write])
-    def retry_job(job_id: JobId) -> dict[str, Any]:
-        """Run a failed, timed-out or cancelled job once more."""
-        try:
-            job = _found(runner.retry(job_id), job_id)
-        except NotAccepting:
-            raise HTTPException(503, "the server is shutting down") from None
-        if job.state not in ("queued", "running"):
-            raise HTTPException(409, f"job {job_id} is {job.state}; only a failed one is retried")
-        return job.to_json()
 
 
 def _ops_routes(app: FastAPI, runner: Runner, metrics: Metrics, read: Any) -> None:

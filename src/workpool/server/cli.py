@@ -9,7 +9,10 @@ import secrets
 import sys
 from dataclasses import dataclass, fields
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .runner import Runner
 
 _EXTRA = "pip install 'workpool[server]'"
 
@@ -103,31 +106,31 @@ def _check(parser: argparse.ArgumentParser, c: ServeConfig) -> None:
         parser.error("--queue-size and --grace must be >= 0, --keep-results > 0")
 
 
+class _CannotStart(Exception):
+    """A setting that passed parsing but cannot be served; the message says which."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the job server until SIGTERM or Ctrl-C; return the exit status."""
     config = load_config(argv)
     try:
-        import uvicorn
-
-        from .app import ServerSettings, create_app
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401  # fail here, with the extra's name, not halfway
     except ImportError as exc:
         print(f"workpool serve needs its extra: {_EXTRA} ({exc})", file=sys.stderr)
         return 2
-    from .. import RetryPolicy
-    from .._registry import load_tasks
-    from .runner import Runner
+    try:
+        return _serve(config)
+    except _CannotStart as exc:
+        print(f"workpool serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(config: ServeConfig) -> int:
+    from .app import ServerSettings, create_app
     from .store import open_store
 
-    sys.path.insert(0, os.getcwd())  # as `python -m` does, so that --tasks finds local modules
-    try:
-        tasks = load_tasks(config.tasks)  # named by the operator, never by a request
-    except ImportError as exc:
-        print(f"cannot import --tasks {config.tasks}: {exc}", file=sys.stderr)
-        return 2
-    if not tasks:
-        print(f"{config.tasks} registers no task: decorate functions with @workpool.task",
-              file=sys.stderr)  # fmt: skip
-        return 2
+    tasks = _tasks(config.tasks)
     token = config.token
     if token is None:
         token = secrets.token_urlsafe(24)
@@ -136,22 +139,47 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = open_store(config.db, synchronous=config.synchronous)
     except Exception as exc:  # any driver's connect error: report, exit 2
-        print(f"workpool serve: cannot open --db: {exc}", file=sys.stderr)
-        return 2
+        raise _CannotStart(f"cannot open --db: {exc}") from None
+    try:
+        runner = _runner(config, store, tasks)
+        settings = ServerSettings(
+            token=token, auth_reads=config.auth_reads, grace=config.grace,
+            keep_results=config.keep_results,
+        )  # fmt: skip
+        return _run(create_app(runner, settings), runner, config)
+    finally:
+        store.close()
+
+
+def _tasks(module: str) -> dict[str, Any]:
+    from .._registry import load_tasks
+
+    sys.path.insert(0, os.getcwd())  # as `python -m` does, so that --tasks finds local modules
+    try:
+        tasks = load_tasks(module)  # named by the operator, never by a request
+    except ImportError as exc:
+        raise _CannotStart(f"cannot import --tasks {module}: {exc}") from None
+    if not tasks:
+        raise _CannotStart(f"{module} registers no task: decorate functions with @workpool.task")
+    return tasks
+
+
+def _runner(config: ServeConfig, store: Any, tasks: dict[str, Any]) -> Runner:
+    from .. import RetryPolicy
+    from .runner import Runner
+
     try:
         retry = RetryPolicy(base_delay=config.retry_base_delay, max_delay=config.retry_max_delay)
-        runner = Runner(
+        return Runner(
             store, tasks, workers=config.workers, backend=config.backend,
             queue_size=config.queue_size, retry=retry,
         )  # fmt: skip
     except (TypeError, ValueError) as exc:
-        print(f"workpool serve: {exc}", file=sys.stderr)
-        return 2
-    settings = ServerSettings(
-        token=token, auth_reads=config.auth_reads, grace=config.grace,
-        keep_results=config.keep_results,
-    )  # fmt: skip
-    app = create_app(runner, settings)
+        raise _CannotStart(str(exc)) from None
+
+
+def _run(app: Any, runner: Runner, config: ServeConfig) -> int:
+    import uvicorn
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -172,6 +200,4 @@ def main(argv: list[str] | None = None) -> int:
         server.run()
     except KeyboardInterrupt:
         return 130
-    finally:
-        store.close()
     return 0 if server.started else 1

@@ -57,14 +57,14 @@ class Runner:
         backend: str = "thread",
         queue_size: int = 0,
         retry: RetryPolicy | None = None,
-        on_finish: Callable[[Finished], None] | None = None,
     ) -> None:
         self.store = store
         self.tasks = dict(tasks)
         self.queue_size = queue_size
         self.backend = backend
         self._retry = retry or RetryPolicy()
-        self._on_finish = on_finish
+        self.listeners: list[Callable[[Finished], None]] = []
+        """Called with each finished job, in the thread that finished it (metrics, logs)."""
         self.pool = Pool(workers=workers, backend=backend)
         self._lock = threading.Lock()
         self._live: dict[str, Task[Any]] = {}
@@ -190,8 +190,8 @@ class Runner:
         run = 0.0 if started is None else time.monotonic() - started
         record = Finished(name, final, run, time.time())
         self.recent.append(record)
-        if self._on_finish is not None:
-            self._on_finish(record)
+        for listener in self.listeners:
+            listener(record)
 
 
 def _outcome(task: Task[Any]) -> tuple[Any, str | None]:
