@@ -25,6 +25,11 @@ def unjsonable() -> object:
 
 
 @workpool.task
+def not_a_number() -> float:
+    return float("nan")
+
+
+@workpool.task
 def gated(gate: str, started_dir: str, value: object = None) -> object:
     """Leave a mark in ``started_dir``, then wait (cooperatively) until the file ``gate`` exists."""
     with open(os.path.join(started_dir, uuid.uuid4().hex), "w") as f:

@@ -57,6 +57,13 @@ def test_a_result_that_is_not_json_fails_the_job(server: Server) -> None:
     assert "not JSON" in failed["error"]
 
 
+def test_a_nan_result_fails_the_job_and_stays_readable(server: Server) -> None:
+    """A task returning NaN (not JSON) ends failed, and the job still reads back as JSON."""
+    job = server.submit("not_a_number")
+    failed = server.wait_state(job["id"], "failed")
+    assert "not JSON" in failed["error"] and failed["result"] is None
+
+
 def test_timeout_ends_the_job_timed_out(server: Server, gate: Gate) -> None:
     """A job past its timeout ends timed_out (the task sees it through its context)."""
     job = server.submit("gated", *gate.args(), timeout=0.2)

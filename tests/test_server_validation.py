@@ -78,6 +78,10 @@ BAD_RAW = [
     pytest.param(b"", 422, id="empty-body"),
     pytest.param(b'{"task": "add", "args": [1, 2], "timeout": NaN}', 422, id="nan"),
     pytest.param(b'{"task": "add", "args": [1, 2], "timeout": Infinity}', 422, id="infinity"),
+    pytest.param(b'{"task": "add", "args": [NaN, 1]}', 422, id="nan-in-args"),
+    pytest.param(
+        b'{"task": "add", "args": [1], "kwargs": {"b": -Infinity}}', 422, id="inf-in-kwargs"
+    ),
     pytest.param(b"\xff\xfe\x00garbage", 422, id="not-utf8"),
     pytest.param(
         b'{"task": "add", "args": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",

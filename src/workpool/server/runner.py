@@ -203,7 +203,7 @@ def _outcome(task: Task[Any]) -> tuple[Any, str | None]:
         return None, f"{type(error).__name__}: {error}"
     result = task.result()
     try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
+        json.dumps(result, allow_nan=False)  # NaN is not JSON: no client could read it back
+    except (TypeError, ValueError, RecursionError) as exc:
         return None, f"the result is not JSON: {exc}"
     return result, None
