@@ -108,3 +108,18 @@ def test_shell_completion_completes_subcommands_and_options() -> None:
         env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert "--timeout" in done.stdout
+
+
+def test_serve_subcommand_reaches_the_server_parser() -> None:
+    """`workpool serve --help` shows the server's own options."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "workpool.cli", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--tasks" in result.stdout and "workpool serve" in result.stdout

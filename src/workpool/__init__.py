@@ -17,6 +17,7 @@ from ._events import LoggingObserver, Observer
 from ._executors import ThreadPoolExecutor
 from ._options import RETRY_TIMEOUTS_AND_CRASHES, RetryPolicy, TaskOptions
 from ._pool import Pool, ShutdownReport, TaskOptionsView
+from ._registry import task
 from ._stats import PoolStats
 from ._task import Task, TaskContext, TaskState, current_task
 from ._version import __version__
@@ -46,4 +47,5 @@ __all__ = [
     "__version__",
     "current_task",
     "progress",
+    "task",
 ]
