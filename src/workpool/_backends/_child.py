@@ -26,10 +26,12 @@ STOP = b""
 _PR_SET_PDEATHSIG = 1
 
 
-def main(conn: Connection, initializer: bytes | None, measure_rss: bool) -> None:
+def main(conn: Connection, initializer: bytes | None, measure_rss: bool, start_method: str) -> None:
     """The worker process's entry point."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if start_method == "forkserver":
+        _let_the_forkserver_go()
     _exit_with_parent()
     try:
         if initializer is not None:
@@ -95,6 +97,21 @@ def _exit_with_parent() -> None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     if os.getppid() != parent:
         os._exit(1)  # the parent died before the signal was armed
+
+
+def _let_the_forkserver_go() -> None:
+    """Drop this child's copy of the forkserver's lifeline.
+
+    The forkserver hands each child the write end of the pipe it watches to learn that the pool's
+    process died. Held by the workers, that pipe never closes, so the forkserver (our parent
+    under that start method, whose death signals us) would outlive the pool and keep us alive.
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and fd is not None:
+        os.close(fd)
+        server._forkserver_alive_fd = None
 
 
 def _watch_parent(parent: int) -> None:

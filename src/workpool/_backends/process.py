@@ -209,7 +209,7 @@ class ProcessBackend(Backend):
 
     def _launch(self, child: _Child) -> None:
         ours, theirs = self._context.Pipe()
-        args = (theirs, self._initializer, self.max_memory is not None)
+        args = (theirs, self._initializer, self.max_memory is not None, self.start_method)
         process = self._context.Process(  # type: ignore[attr-defined]  # every context has it
             target=_child.main, args=args, name="workpool-worker"
         )
