@@ -127,6 +127,8 @@ class ProcessBackend(Backend):
         self.max_memory = max_memory_per_worker
         self.terminate_grace = terminate_grace
         self._context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            _preload_in_forkserver()
         # A forked child inherits every descriptor open at that moment: starting children one
         # at a time keeps each child's end of its pipe out of the others, so EOF means death.
         self._spawn_lock = threading.Lock()
@@ -299,6 +301,20 @@ class ProcessBackend(Backend):
         else:
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
         self.host.lost(slot, error)
+
+
+def _preload_in_forkserver() -> None:
+    """Have the forkserver import workpool once, so that each worker it forks starts warm.
+
+    Without it every worker imports workpool anew (a few hundred milliseconds on a busy machine).
+    Too late once the server runs; the user's own preload list is kept.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    if _child.__name__ not in modules:
+        forkserver.set_forkserver_preload([*modules, _child.__name__])
 
 
 def _signal(child: _Child, *, kill: bool) -> None:
