@@ -18,6 +18,30 @@ BACKENDS = ["thread", "process", "process-fork", "process-spawn"]
 """Every backend runs the shared behaviour suite (tests/test_behaviour.py); "process" is the
 process backend on its default start method (forkserver), the others name another one."""
 
+OTHER_START_METHODS = {"process-fork", "process-spawn"}
+"""These run only the tests marked ``every_start_method``: a representative subset, since
+starting workers is what differs between start methods, and spawn is slow to start them."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "every_start_method: run on every process start method, not only the default"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        name = params.params.get("backend") if params is not None else None
+        if name in OTHER_START_METHODS and item.get_closest_marker("every_start_method") is None:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 def backend_kwargs_for(name: str) -> dict[str, Any]:
     """``Pool`` keyword arguments for a name of ``BACKENDS``: "process-spawn" -> start_method."""

@@ -75,6 +75,7 @@ def gate(manager: SyncManager) -> Iterator[Gate]:
     g.open()
 
 
+@pytest.mark.every_start_method
 def test_submit_returns_result(make_pool: MakePool) -> None:
     """A submitted call's return value comes back through its task."""
     pool = make_pool(2)
@@ -92,6 +93,7 @@ def test_task_is_a_future_with_a_unique_id(make_pool: MakePool) -> None:
     cf.wait(tasks, timeout=10)
 
 
+@pytest.mark.every_start_method
 def test_exception_is_raised_unchanged_and_worker_survives(make_pool: MakePool) -> None:
     """A task's exception reaches result() as it was, and the worker goes on."""
     pool = make_pool(1)
@@ -114,6 +116,7 @@ def test_stats_show_outcome_before_result_returns(make_pool: MakePool) -> None:
         assert stats.succeeded == i + 1 and task.state is TaskState.SUCCEEDED
 
 
+@pytest.mark.every_start_method
 def test_map_preserves_input_order(make_pool: MakePool) -> None:
     """map yields results in input order."""
     pool = make_pool(3)
@@ -132,6 +135,7 @@ def test_map_unordered_yields_every_result(make_pool: MakePool) -> None:
     assert sorted(pool.map(square, range(100), ordered=False)) == [x * x for x in range(100)]
 
 
+@pytest.mark.every_start_method
 def test_map_unordered_yields_fast_results_before_slow_ones(
     make_pool: MakePool, gate: Gate
 ) -> None:
@@ -293,6 +297,7 @@ def test_blocked_submitter_gets_pool_closed_on_shutdown(make_pool: MakePool, gat
     assert len(errors) == 1 and isinstance(errors[0], PoolClosed)
 
 
+@pytest.mark.every_start_method
 def test_priority_orders_queued_work(make_pool: MakePool, manager: SyncManager) -> None:
     """Queued tasks start highest priority first, FIFO among equals."""
     pool = make_pool(1, priority_aging=0)
@@ -316,6 +321,7 @@ def test_pause_starts_nothing_until_resume(make_pool: MakePool) -> None:
     assert [t.result(timeout=10) for t in tasks] == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.every_start_method
 def test_cancel_queued_task(make_pool: MakePool, gate: Gate) -> None:
     """A queued task cancels at once and never runs."""
     pool = make_pool(1)
@@ -352,6 +358,7 @@ def test_cancel_finished_task_returns_false(make_pool: MakePool) -> None:
     assert task.cancel() is False and task.state is TaskState.SUCCEEDED
 
 
+@pytest.mark.every_start_method
 def test_retries_until_success(make_pool: MakePool, manager: SyncManager) -> None:
     """A failing task is retried up to `retries` times; attempts and stats say so."""
     pool = make_pool(2)
@@ -396,6 +403,7 @@ class _Counter:
         return calls
 
 
+@pytest.mark.every_start_method
 def test_timeout_fails_task_with_task_timeout(make_pool: MakePool, gate: Gate) -> None:
     """A task past its timeout fails with TaskTimeout (a TimeoutError), on time."""
     pool = make_pool(1)
@@ -409,6 +417,7 @@ def test_timeout_fails_task_with_task_timeout(make_pool: MakePool, gate: Gate) -
     gate.open()
 
 
+@pytest.mark.every_start_method
 def test_pool_keeps_capacity_after_a_timeout(
     make_pool: MakePool, gate: Gate, manager: SyncManager
 ) -> None:
@@ -432,6 +441,7 @@ def test_shutdown_waits_for_running_and_queued(make_pool: MakePool) -> None:
     assert report.running == () and report.queued == () and report.finished == 50
 
 
+@pytest.mark.every_start_method
 def test_shutdown_cancel_futures_cancels_queued(make_pool: MakePool, gate: Gate) -> None:
     """cancel_futures cancels what has not started; the running task finishes."""
     pool = make_pool(1)
@@ -445,6 +455,7 @@ def test_shutdown_cancel_futures_cancels_queued(make_pool: MakePool, gate: Gate)
     assert_accounted(report.stats)
 
 
+@pytest.mark.every_start_method
 def test_shutdown_timeout_returns_while_tasks_hang(make_pool: MakePool, gate: Gate) -> None:
     """shutdown(timeout=...) returns on time and reports what still runs and waits."""
     pool = make_pool(1)
@@ -467,6 +478,7 @@ def test_shutdown_twice_is_harmless(make_pool: MakePool) -> None:
     assert pool.shutdown().completed
 
 
+@pytest.mark.every_start_method
 def test_with_block_drains_on_exit(backend_kwargs: dict[str, Any]) -> None:
     """Leaving a with block waits for every task."""
     with workpool.Pool(2, **backend_kwargs) as pool:
@@ -474,6 +486,7 @@ def test_with_block_drains_on_exit(backend_kwargs: dict[str, Any]) -> None:
     assert all(t.done() for t in tasks) and pool.stats().closed
 
 
+@pytest.mark.every_start_method
 def test_exception_in_with_block_cancels_waiting_work(
     backend_kwargs: dict[str, Any], gate: Gate
 ) -> None:
@@ -502,6 +515,7 @@ def test_stats_account_for_every_task(make_pool: MakePool) -> None:
     assert_accounted(stats)
 
 
+@pytest.mark.every_start_method
 def test_resize_changes_worker_count(make_pool: MakePool, manager: SyncManager) -> None:
     """resize(n) grows to n workers when work waits, and shrinks back."""
     pool = make_pool(1)
@@ -514,6 +528,7 @@ def test_resize_changes_worker_count(make_pool: MakePool, manager: SyncManager) 
     wait_until(lambda: pool.stats().workers == 1)
 
 
+@pytest.mark.every_start_method
 def test_autoscale_grows_with_work_and_retires_idle(
     make_pool: MakePool, manager: SyncManager
 ) -> None:
@@ -526,6 +541,7 @@ def test_autoscale_grows_with_work_and_retires_idle(
     wait_until(lambda: pool.stats().workers == 1)
 
 
+@pytest.mark.every_start_method
 def test_initializer_runs_once_per_worker(make_pool: MakePool, manager: SyncManager) -> None:
     """initializer(*initargs) runs in each worker before its first task."""
     seen = manager.list()
@@ -536,6 +552,7 @@ def test_initializer_runs_once_per_worker(make_pool: MakePool, manager: SyncMana
     assert list(seen) == ["ready", "ready"]
 
 
+@pytest.mark.every_start_method
 def test_failing_initializer_breaks_the_pool(make_pool: MakePool) -> None:
     """A raising initializer fails queued tasks with BrokenPool, as the stdlib does."""
     pool = make_pool(1, initializer=fail, initargs=("no init",))
@@ -548,6 +565,7 @@ def test_failing_initializer_breaks_the_pool(make_pool: MakePool) -> None:
         pool.submit(square, 3)
 
 
+@pytest.mark.every_start_method
 def test_max_tasks_per_worker_recycles_workers(make_pool: MakePool) -> None:
     """Workers are replaced after max_tasks_per_worker tasks; all work still completes."""
     pool = make_pool(1, max_tasks_per_worker=3)
