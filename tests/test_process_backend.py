@@ -185,6 +185,20 @@ def test_crash_is_retried_by_the_retry_policy(pool: workpool.Pool, manager: Sync
     assert_accounted(stats)
 
 
+def test_worker_that_dies_while_idle_is_replaced_without_failing_a_task(
+    make_process_pool: Any,
+) -> None:
+    """A worker killed while it waits for work is replaced before the next task is sent."""
+    pool = make_process_pool(workers=1)
+    victim = pool.submit(pid).result(timeout=30)
+    wait_until(lambda: pool.stats().idle == 1)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: _dead(victim))
+    assert pool.submit(pid).result(timeout=30) != victim
+    stats = pool.stats()
+    assert stats.failed == 0 and stats.crashed == 0 and stats.succeeded == 2
+
+
 # -- pickling faults ----------------------------------------------------------------------------
 
 

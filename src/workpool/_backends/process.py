@@ -224,7 +224,16 @@ class ProcessBackend(Backend):
         host = self.host
         task = host.take(slot)
         while task is not RETIRE:
-            task = child.parker.park(host, slot) if task is None else self._run(slot, child, task)
+            if task is not None:
+                task = self._run(slot, child, task)
+                continue
+            task = child.parker.park(host, slot)
+            if task is not None and task is not RETIRE and not _alive(child):
+                # It died while idle (the OOM killer, a stray kill): no task of ours was
+                # running, so none fails; a fresh child takes the task instead.
+                _stop(child, 0.0)
+                if not self._boot(slot, child):
+                    return
 
     def _run(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> Next:
         """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
@@ -315,6 +324,10 @@ def _preload_in_forkserver() -> None:
     modules = list(getattr(server, "_preload_modules", ["__main__"]))
     if _child.__name__ not in modules:
         forkserver.set_forkserver_preload([*modules, _child.__name__])
+
+
+def _alive(child: _Child) -> bool:
+    return child.process is not None and child.process.is_alive()
 
 
 def _signal(child: _Child, *, kill: bool) -> None:
