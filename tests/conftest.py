@@ -1,17 +1,54 @@
-"""Shared fixtures: every test must leave no thread behind."""
+"""Shared fixtures: every test must leave no thread and no child process behind."""
 
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.managers
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import workpool
 
-BACKENDS = ["thread"]
-"""Every backend runs the shared behaviour suite (tests/test_behaviour.py)."""
+BACKENDS = ["thread", "process", "process-fork", "process-spawn"]
+"""Every backend runs the shared behaviour suite (tests/test_behaviour.py); "process" is the
+process backend on its default start method (forkserver), the others name another one."""
+
+OTHER_START_METHODS = {"process-fork", "process-spawn"}
+"""These run only the tests marked ``every_start_method``: a representative subset, since
+starting workers is what differs between start methods, and spawn is slow to start them."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "every_start_method: run on every process start method, not only the default"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        name = params.params.get("backend") if params is not None else None
+        if name in OTHER_START_METHODS and item.get_closest_marker("every_start_method") is None:
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def backend_kwargs_for(name: str) -> dict[str, Any]:
+    """``Pool`` keyword arguments for a name of ``BACKENDS``: "process-spawn" -> start_method."""
+    backend, _, start_method = name.partition("-")
+    return (
+        {"backend": backend, "start_method": start_method} if start_method else {"backend": backend}
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -28,18 +65,71 @@ def no_leaked_threads() -> Iterator[None]:
     assert not leaked, f"threads left running: {leaked}"
 
 
+def _children() -> dict[int, str]:
+    """Live descendants of this process (pid -> state letter), but multiprocessing's helpers."""
+    table: dict[int, tuple[int, str]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # it exited meanwhile
+            table[int(entry)] = (int(fields[1]), fields[0])
+    helpers = {_helper_pid("forkserver", "_forkserver", "_forkserver_pid")}
+    helpers.add(_helper_pid("resource_tracker", "_resource_tracker", "_pid"))
+    found, frontier = {}, {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - set(found)
+        found.update({pid: table[pid][1] for pid in frontier if pid not in helpers})
+    return found
+
+
+def _helper_pid(module: str, instance: str, attribute: str) -> int | None:
+    """The pid of multiprocessing's long-lived helper (forkserver, resource tracker), if any."""
+    helper = getattr(getattr(multiprocessing, module, None), instance, None)
+    return getattr(helper, attribute, None)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> Iterator[None]:
+    """Fail a test that leaves a child process behind: running, or a zombie never reaped."""
+    before = set(_children())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = {pid: state for pid, state in _children().items() if pid not in before}
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not leaked, f"child processes left behind (pid: state): {leaked}"
+
+
+@pytest.fixture(scope="session")
+def manager() -> Iterator[multiprocessing.managers.SyncManager]:
+    """A manager process whose events, barriers and lists work across processes and threads."""
+    with multiprocessing.get_context("spawn").Manager() as shared:
+        yield shared
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def make_pool(backend: str) -> Iterator[Callable[..., workpool.Pool]]:
+def backend_kwargs(backend: str) -> dict[str, Any]:
+    """The ``Pool`` keyword arguments that select the backend under test."""
+    return backend_kwargs_for(backend)
+
+
+@pytest.fixture
+def make_pool(backend_kwargs: dict[str, Any]) -> Iterator[Callable[..., workpool.Pool]]:
     """Build pools on the backend under test; each is shut down after the test."""
     pools: list[workpool.Pool] = []
 
-    def make(*args: object, **kwargs: object) -> workpool.Pool:
-        pool = workpool.Pool(*args, backend=backend, **kwargs)  # type: ignore[arg-type]
+    def make(*args: Any, **kwargs: Any) -> workpool.Pool:
+        pool = workpool.Pool(*args, **backend_kwargs, **kwargs)
         pools.append(pool)
         return pool
 

@@ -1,7 +1,8 @@
 """The shared behaviour suite: every backend must pass every test here.
 
 Task functions live at module level so that process backends can pickle them. Tests synchronise
-with events and barriers from ``Gate``; nothing sleeps to let things happen.
+with events, barriers and lists from a ``multiprocessing`` manager, which work the same across
+threads and processes; nothing sleeps to let things happen.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import concurrent.futures as cf
 import itertools
 import threading
 from collections.abc import Callable, Iterator
+from multiprocessing.managers import SyncManager
 from typing import Any
 
 import pytest
@@ -35,11 +37,14 @@ def identity(x: Any) -> Any:
 
 
 class Gate:
-    """A latch tasks wait on, opened by the test (always opened at teardown)."""
+    """A latch tasks wait on, opened by the test (always opened at teardown).
 
-    def __init__(self) -> None:
-        self.opened = threading.Event()
-        self.entered = threading.Semaphore(0)
+    Made of manager proxies, it pickles, so tasks in worker processes wait on it too.
+    """
+
+    def __init__(self, manager: SyncManager) -> None:
+        self.opened = manager.Event()
+        self.entered = manager.Semaphore(0)
 
     def wait(self, value: Any = None) -> Any:
         self.entered.release()
@@ -64,12 +69,13 @@ class Gate:
 
 
 @pytest.fixture
-def gate() -> Iterator[Gate]:
-    g = Gate()
+def gate(manager: SyncManager) -> Iterator[Gate]:
+    g = Gate(manager)
     yield g
     g.open()
 
 
+@pytest.mark.every_start_method
 def test_submit_returns_result(make_pool: MakePool) -> None:
     """A submitted call's return value comes back through its task."""
     pool = make_pool(2)
@@ -87,6 +93,7 @@ def test_task_is_a_future_with_a_unique_id(make_pool: MakePool) -> None:
     cf.wait(tasks, timeout=10)
 
 
+@pytest.mark.every_start_method
 def test_exception_is_raised_unchanged_and_worker_survives(make_pool: MakePool) -> None:
     """A task's exception reaches result() as it was, and the worker goes on."""
     pool = make_pool(1)
@@ -109,6 +116,7 @@ def test_stats_show_outcome_before_result_returns(make_pool: MakePool) -> None:
         assert stats.succeeded == i + 1 and task.state is TaskState.SUCCEEDED
 
 
+@pytest.mark.every_start_method
 def test_map_preserves_input_order(make_pool: MakePool) -> None:
     """map yields results in input order."""
     pool = make_pool(3)
@@ -127,6 +135,7 @@ def test_map_unordered_yields_every_result(make_pool: MakePool) -> None:
     assert sorted(pool.map(square, range(100), ordered=False)) == [x * x for x in range(100)]
 
 
+@pytest.mark.every_start_method
 def test_map_unordered_yields_fast_results_before_slow_ones(
     make_pool: MakePool, gate: Gate
 ) -> None:
@@ -288,22 +297,17 @@ def test_blocked_submitter_gets_pool_closed_on_shutdown(make_pool: MakePool, gat
     assert len(errors) == 1 and isinstance(errors[0], PoolClosed)
 
 
-def test_priority_orders_queued_work(make_pool: MakePool) -> None:
+@pytest.mark.every_start_method
+def test_priority_orders_queued_work(make_pool: MakePool, manager: SyncManager) -> None:
     """Queued tasks start highest priority first, FIFO among equals."""
     pool = make_pool(1, priority_aging=0)
     pool.pause()
-    order: list[int] = []
-    lock = threading.Lock()
-
-    def record(x: int) -> None:
-        with lock:
-            order.append(x)
-
+    order = manager.list()
     for value, priority in [(1, 0), (2, 5), (3, 0), (4, 9), (5, 5)]:
-        pool.options(priority=priority).submit(record, value)
+        pool.options(priority=priority).submit(order.append, value)
     pool.resume()
     assert pool.wait(10)
-    assert order == [4, 2, 5, 1, 3]
+    assert list(order) == [4, 2, 5, 1, 3]
 
 
 def test_rate_limit_bounds_task_starts(make_pool: MakePool) -> None:
@@ -327,6 +331,7 @@ def test_pause_starts_nothing_until_resume(make_pool: MakePool) -> None:
     assert [t.result(timeout=10) for t in tasks] == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.every_start_method
 def test_cancel_queued_task(make_pool: MakePool, gate: Gate) -> None:
     """A queued task cancels at once and never runs."""
     pool = make_pool(1)
@@ -363,10 +368,11 @@ def test_cancel_finished_task_returns_false(make_pool: MakePool) -> None:
     assert task.cancel() is False and task.state is TaskState.SUCCEEDED
 
 
-def test_retries_until_success(make_pool: MakePool) -> None:
+@pytest.mark.every_start_method
+def test_retries_until_success(make_pool: MakePool, manager: SyncManager) -> None:
     """A failing task is retried up to `retries` times; attempts and stats say so."""
     pool = make_pool(2)
-    counter = _Counter()
+    counter = _Counter(manager)
     task = pool.options(retries=4, retry=NO_BACKOFF).submit(counter.fail_until, 3)
     assert task.result(timeout=10) == 3
     assert task.attempts == 3
@@ -374,39 +380,40 @@ def test_retries_until_success(make_pool: MakePool) -> None:
     assert stats.retried == 2 and stats.succeeded == 1 and stats.failed == 0
 
 
-def test_retries_exhausted_raise_last_error(make_pool: MakePool) -> None:
+def test_retries_exhausted_raise_last_error(make_pool: MakePool, manager: SyncManager) -> None:
     """After the last retry the task fails with the last attempt's error."""
     pool = make_pool(1)
-    counter = _Counter()
+    counter = _Counter(manager)
     task = pool.options(retries=2, retry=NO_BACKOFF).submit(counter.fail_until, 10)
     with pytest.raises(ValueError, match="attempt 3"):
         task.result(timeout=10)
     assert task.attempts == 3 and pool.stats().retried == 2
 
 
-def test_retry_with_backoff_runs_later(make_pool: MakePool) -> None:
+def test_retry_with_backoff_runs_later(make_pool: MakePool, manager: SyncManager) -> None:
     """A retry waits its backoff on the pool's timer, then runs."""
     pool = make_pool(1)
-    counter = _Counter()
+    counter = _Counter(manager)
     policy = RetryPolicy(base_delay=0.01, jitter=0)
     task = pool.options(retries=1, retry=policy).submit(counter.fail_until, 2)
     assert task.result(timeout=10) == 2
 
 
 class _Counter:
-    def __init__(self) -> None:
-        self.calls = 0
-        self.lock = threading.Lock()
+    """Counts calls across processes (the attempts of one task run one after another)."""
+
+    def __init__(self, manager: SyncManager) -> None:
+        self.calls = manager.list()
 
     def fail_until(self, n: int) -> int:
-        with self.lock:
-            self.calls += 1
-            calls = self.calls
+        self.calls.append(1)
+        calls = len(self.calls)
         if calls < n:
             raise ValueError(f"attempt {calls}")
         return calls
 
 
+@pytest.mark.every_start_method
 def test_timeout_fails_task_with_task_timeout(make_pool: MakePool, gate: Gate) -> None:
     """A task past its timeout fails with TaskTimeout (a TimeoutError), on time."""
     pool = make_pool(1)
@@ -420,13 +427,16 @@ def test_timeout_fails_task_with_task_timeout(make_pool: MakePool, gate: Gate) -
     gate.open()
 
 
-def test_pool_keeps_capacity_after_a_timeout(make_pool: MakePool, gate: Gate) -> None:
+@pytest.mark.every_start_method
+def test_pool_keeps_capacity_after_a_timeout(
+    make_pool: MakePool, gate: Gate, manager: SyncManager
+) -> None:
     """After a hung task times out, the pool still runs work at full width."""
     pool = make_pool(2)
     hung = pool.options(timeout=0.05).submit(gate.wait)
     with pytest.raises(TaskTimeout):
         hung.result(timeout=10)
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = manager.Barrier(2, timeout=10)
     both = [pool.submit(barrier.wait) for _ in range(2)]  # needs two live workers at once
     assert all(t.exception(timeout=10) is None for t in both)
     gate.open()
@@ -441,6 +451,7 @@ def test_shutdown_waits_for_running_and_queued(make_pool: MakePool) -> None:
     assert report.running == () and report.queued == () and report.finished == 50
 
 
+@pytest.mark.every_start_method
 def test_shutdown_cancel_futures_cancels_queued(make_pool: MakePool, gate: Gate) -> None:
     """cancel_futures cancels what has not started; the running task finishes."""
     pool = make_pool(1)
@@ -454,6 +465,7 @@ def test_shutdown_cancel_futures_cancels_queued(make_pool: MakePool, gate: Gate)
     assert_accounted(report.stats)
 
 
+@pytest.mark.every_start_method
 def test_shutdown_timeout_returns_while_tasks_hang(make_pool: MakePool, gate: Gate) -> None:
     """shutdown(timeout=...) returns on time and reports what still runs and waits."""
     pool = make_pool(1)
@@ -476,16 +488,20 @@ def test_shutdown_twice_is_harmless(make_pool: MakePool) -> None:
     assert pool.shutdown().completed
 
 
-def test_with_block_drains_on_exit(backend: str) -> None:
+@pytest.mark.every_start_method
+def test_with_block_drains_on_exit(backend_kwargs: dict[str, Any]) -> None:
     """Leaving a with block waits for every task."""
-    with workpool.Pool(2, backend=backend) as pool:
+    with workpool.Pool(2, **backend_kwargs) as pool:
         tasks = [pool.submit(square, i) for i in range(20)]
     assert all(t.done() for t in tasks) and pool.stats().closed
 
 
-def test_exception_in_with_block_cancels_waiting_work(backend: str, gate: Gate) -> None:
+@pytest.mark.every_start_method
+def test_exception_in_with_block_cancels_waiting_work(
+    backend_kwargs: dict[str, Any], gate: Gate
+) -> None:
     """An exception in the block cancels queued tasks and does not hang on them."""
-    with pytest.raises(KeyError), workpool.Pool(1, backend=backend) as pool:
+    with pytest.raises(KeyError), workpool.Pool(1, **backend_kwargs) as pool:
         running = pool.submit(gate.wait)
         gate.await_entries(1)
         queued = [pool.submit(square, i) for i in range(10)]
@@ -509,11 +525,12 @@ def test_stats_account_for_every_task(make_pool: MakePool) -> None:
     assert_accounted(stats)
 
 
-def test_resize_changes_worker_count(make_pool: MakePool) -> None:
+@pytest.mark.every_start_method
+def test_resize_changes_worker_count(make_pool: MakePool, manager: SyncManager) -> None:
     """resize(n) grows to n workers when work waits, and shrinks back."""
     pool = make_pool(1)
     pool.resize(3)
-    barrier = threading.Barrier(3, timeout=10)
+    barrier = manager.Barrier(3, timeout=10)
     tasks = [pool.submit(barrier.wait) for _ in range(3)]  # needs three workers at once
     assert all(t.exception(timeout=10) is None for t in tasks)
     assert pool.stats().max_workers == 3
@@ -521,26 +538,31 @@ def test_resize_changes_worker_count(make_pool: MakePool) -> None:
     wait_until(lambda: pool.stats().workers == 1)
 
 
-def test_autoscale_grows_with_work_and_retires_idle(make_pool: MakePool) -> None:
+@pytest.mark.every_start_method
+def test_autoscale_grows_with_work_and_retires_idle(
+    make_pool: MakePool, manager: SyncManager
+) -> None:
     """Between min and max, workers start while work waits and retire when idle."""
     pool = make_pool(min_workers=1, max_workers=4, idle_timeout=0.05)
-    barrier = threading.Barrier(4, timeout=10)
+    barrier = manager.Barrier(4, timeout=10)
     tasks = [pool.submit(barrier.wait) for _ in range(4)]  # only completes with 4 workers
     assert all(t.exception(timeout=10) is None for t in tasks)
     assert pool.stats().workers == 4
     wait_until(lambda: pool.stats().workers == 1)
 
 
-def test_initializer_runs_once_per_worker(make_pool: MakePool) -> None:
+@pytest.mark.every_start_method
+def test_initializer_runs_once_per_worker(make_pool: MakePool, manager: SyncManager) -> None:
     """initializer(*initargs) runs in each worker before its first task."""
-    seen: list[str] = []
+    seen = manager.list()
     pool = make_pool(2, initializer=seen.append, initargs=("ready",))
-    barrier = threading.Barrier(2, timeout=10)
+    barrier = manager.Barrier(2, timeout=10)
     tasks = [pool.submit(barrier.wait) for _ in range(2)]
     assert all(t.exception(timeout=10) is None for t in tasks)
-    assert seen == ["ready", "ready"]
+    assert list(seen) == ["ready", "ready"]
 
 
+@pytest.mark.every_start_method
 def test_failing_initializer_breaks_the_pool(make_pool: MakePool) -> None:
     """A raising initializer fails queued tasks with BrokenPool, as the stdlib does."""
     pool = make_pool(1, initializer=fail, initargs=("no init",))
@@ -553,6 +575,7 @@ def test_failing_initializer_breaks_the_pool(make_pool: MakePool) -> None:
         pool.submit(square, 3)
 
 
+@pytest.mark.every_start_method
 def test_max_tasks_per_worker_recycles_workers(make_pool: MakePool) -> None:
     """Workers are replaced after max_tasks_per_worker tasks; all work still completes."""
     pool = make_pool(1, max_tasks_per_worker=3)
@@ -592,10 +615,10 @@ def test_bad_task_options_are_rejected(make_pool: MakePool, options: dict[str, A
     assert pool.stats().submitted == 0
 
 
-def test_repr_shows_backend_and_counts(make_pool: MakePool, backend: str) -> None:
+def test_repr_shows_backend_and_counts(make_pool: MakePool, backend_kwargs: dict[str, Any]) -> None:
     """repr names the backend and the live counts."""
     pool = make_pool(2)
-    assert repr(pool).startswith(f"<Pool {backend} workers=")
+    assert repr(pool).startswith(f"<Pool {backend_kwargs['backend']} workers=")
     assert "queued=0" in repr(pool)
 
 

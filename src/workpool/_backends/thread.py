@@ -1,8 +1,8 @@
 """Threads as workers.
 
 Each worker is a daemon thread that asks the pool for a task, runs it, reports and asks again.
-An idle worker parks on a lock of its own that it holds; ``wake`` releases it, so a wake-up goes
-to exactly one chosen thread and none is lost.
+An idle worker parks on a lock of its own (``Parker``), so a wake-up goes to exactly one chosen
+thread and none is lost.
 
 Python cannot stop a thread, so a task past its deadline is *abandoned*: the pool fails it with
 ``TaskTimeout`` at once, sets its context so that ``check()`` raises, and counts its thread out of
@@ -18,18 +18,10 @@ import threading
 import time
 from typing import Any
 
-from .._engine import RETIRE, Directive, Next, WorkerSlot
+from .._engine import RETIRE, WorkerSlot
 from .._task import Task, _current
+from ._parking import Parker
 from .base import Backend, Interruption
-
-
-class _Worker:
-    __slots__ = ("park", "thread")
-
-    def __init__(self, thread: threading.Thread) -> None:
-        self.thread = thread
-        self.park = threading.Lock()
-        self.park.acquire()  # held while running: a parked worker blocks until wake() releases
 
 
 class ThreadBackend(Backend):
@@ -56,12 +48,12 @@ class ThreadBackend(Backend):
             name=f"{self.thread_name_prefix}-{slot.id}",
             daemon=True,
         )
-        slot.handle = _Worker(thread)
+        slot.handle = Parker()
         self._threads[slot.id] = thread
         thread.start()
 
     def wake(self, slot: WorkerSlot) -> None:
-        slot.handle.park.release()
+        slot.handle.wake()
 
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
         # Nothing can stop a thread: the task's context already says it was cancelled or timed
@@ -91,7 +83,7 @@ class ThreadBackend(Backend):
             task = host.take(slot)
             while task is not RETIRE:
                 if task is None:
-                    task = self._park(slot)
+                    task = slot.handle.park(host, slot)
                     continue
                 token = _current.set((task, task.attempts))
                 try:
@@ -103,14 +95,3 @@ class ThreadBackend(Backend):
                 del value, error  # drop references before parking
         finally:
             self._threads.pop(slot.id, None)
-
-    def _park(self, slot: WorkerSlot) -> Next:
-        host, park = self.host, slot.handle.park
-        timeout = host.park_timeout()
-        if park.acquire(timeout=-1 if timeout is None else timeout):
-            return host.take(slot)
-        verdict = host.idle_expired(slot)
-        if verdict is Directive.WOKEN:
-            park.acquire()  # consume the wake-up that is on its way
-            return host.take(slot)
-        return verdict

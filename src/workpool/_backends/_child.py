@@ -1,0 +1,120 @@
+"""The loop that runs in a worker process: receive a task, run it, send back its outcome.
+
+It imports only the standard library so that a new worker starts fast. The parent speaks first
+after the start: the child runs the initializer and answers ``READY`` or the initializer's error,
+then serves one task per message until it receives ``STOP`` (or its pipe closes).
+
+Messages, all bytes: a task is ``dumps((fn, args, kwargs))``; a reply is
+``dumps((ok, value_or_error, traceback_text, rss_bytes))``.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+READY = b"ready"
+STOP = b""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(conn: Connection, initializer: bytes | None, measure_rss: bool, start_method: str) -> None:
+    """The worker process's entry point."""
+    # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if start_method == "forkserver":
+        _let_the_forkserver_go()
+    _exit_with_parent()
+    try:
+        if initializer is not None:
+            fn, args = pickle.loads(initializer)
+            fn(*args)
+    except BaseException as exc:
+        conn.send_bytes(_reply(False, exc, traceback.format_exc(), 0))
+        return
+    conn.send_bytes(READY)
+    _serve(conn, measure_rss)
+
+
+def _serve(conn: Connection, measure_rss: bool) -> None:
+    recv, send = conn.recv_bytes, conn.send_bytes
+    while True:
+        try:
+            message = recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message == STOP:
+            return
+        tb = None
+        try:
+            fn, args, kwargs = pickle.loads(message)
+            value, ok = fn(*args, **kwargs), True
+        except BaseException as exc:
+            value, ok, tb = exc, False, traceback.format_exc()
+        send(_reply(ok, value, tb, _rss() if measure_rss else 0))
+        del value, message  # free the task's data before waiting for the next
+
+
+def _reply(ok: bool, value: Any, tb: str | None, rss: int) -> bytes:
+    """Pickle an outcome; an outcome that cannot be pickled becomes an error that can."""
+    try:
+        return pickle.dumps((ok, value, tb, rss), pickle.HIGHEST_PROTOCOL)
+    except BaseException as exc:
+        what = "result" if ok else f"exception {type(value).__name__}: {value}"
+        error = pickle.PicklingError(
+            f"cannot pickle the task's {what} to send it back: {type(exc).__name__}: {exc}"
+        )
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        return pickle.dumps((False, error, (tb or "") + text, rss), pickle.HIGHEST_PROTOCOL)
+
+
+def _rss() -> int:
+    """This process's resident set size in bytes (Linux; 0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _exit_with_parent() -> None:
+    """Die when the parent dies, even in the middle of a task that never looks at its pipe."""
+    parent = os.getppid()
+    if sys.platform == "linux":
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)  # the parent died before the signal was armed
+
+
+def _let_the_forkserver_go() -> None:
+    """Drop this child's copy of the forkserver's lifeline.
+
+    The forkserver hands each child the write end of the pipe it watches to learn that the pool's
+    process died. Held by the workers, that pipe never closes, so the forkserver (our parent
+    under that start method, whose death signals us) would outlive the pool and keep us alive.
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if server is not None and fd is not None:
+        os.close(fd)
+        server._forkserver_alive_fd = None
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)

@@ -1,0 +1,387 @@
+"""Processes as workers.
+
+One worker is a child process plus a proxy thread in the parent that owns the child's pipe::
+
+    pool (WorkerHost) <── take/done/lost ── proxy thread ══ Pipe ══ child process (_child.main)
+                                              │ parks on its Parker when idle
+    timer / cancel ── interrupt ──> SIGTERM, then SIGKILL after ``terminate_grace``
+
+The proxy runs the same loop as a thread worker, except that "run the task" means: pickle it,
+send it, wait for the reply. A child that dies under a task (EOF on the pipe) fails only that
+task with ``WorkerCrashed``; the pool starts a replacement. A task past its timeout, or a running
+task that is cancelled, is stopped by killing its child. The child is started *by its proxy
+thread*, so that the Linux parent-death signal, which follows the thread that forked, stays armed
+exactly as long as the proxy owns the child.
+
+Tasks are pickled with ``pickle``, and with ``cloudpickle`` (the ``workpool[process]`` extra)
+when plain pickling fails, as it does for lambdas and closures.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import multiprocessing
+import multiprocessing.util
+import os
+import pickle
+import threading
+import time
+import weakref
+from concurrent.futures import CancelledError
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .._engine import RETIRE, Next, SlotState, WorkerSlot
+from .._errors import WorkerCrashed
+from .._task import Task
+from . import _child
+from ._parking import Parker
+from .base import Backend, Interruption
+
+_TICK = 0.25
+"""How often a proxy waiting for a reply checks its child's health and kill deadline."""
+
+_live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
+
+
+class RemoteTraceback(Exception):
+    """The worker process's traceback, chained as the ``__cause__`` of a task's exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle ``obj``; fall back to cloudpickle for what plain pickle refuses (lambdas...)."""
+    try:
+        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        try:
+            import cloudpickle  # type: ignore[import-untyped]  # ships no type hints
+        except ImportError:
+            raise pickle.PicklingError(
+                f"{exc}; to send lambdas and closures to worker processes, "
+                "pip install 'workpool[process]'"
+            ) from exc
+        return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
+
+
+def default_start_method() -> str:
+    """forkserver where the platform has it, else spawn: never fork (see docs/processes.md)."""
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class _Child:
+    """One child process and what its proxy and ``interrupt`` share about it."""
+
+    __slots__ = ("conn", "current", "kill_at", "lock", "parker", "process", "stopping")
+
+    def __init__(self) -> None:
+        self.parker = Parker()
+        self.lock = threading.Lock()  # orders interrupt() against the proxy's send and reply
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.current: Task[Any] | None = None  # the task the child runs, if any
+        self.stopping: Interruption | None = None  # why it is being killed
+        self.kill_at: float | None = None  # when SIGTERM's grace ends
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.process is None else self.process.pid
+
+
+class ProcessBackend(Backend):
+    """Workers are child processes, supervised by one proxy thread each."""
+
+    name = "process"
+
+    def __init__(
+        self,
+        *args: Any,
+        start_method: str | None = None,
+        max_memory_per_worker: int | None = None,
+        terminate_grace: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        method = start_method or default_start_method()
+        if method not in multiprocessing.get_all_start_methods():
+            known = ", ".join(multiprocessing.get_all_start_methods())
+            raise ValueError(f"unknown start_method {method!r}; this platform has {known}")
+        if max_memory_per_worker is not None and (
+            not isinstance(max_memory_per_worker, int) or max_memory_per_worker <= 0
+        ):
+            raise ValueError(
+                f"max_memory_per_worker must be a number of bytes > 0, not "
+                f"{max_memory_per_worker!r}"
+            )
+        if not terminate_grace >= 0:
+            raise ValueError(f"terminate_grace must be >= 0, not {terminate_grace!r}")
+        self.start_method = method
+        self.max_memory = max_memory_per_worker
+        self.terminate_grace = terminate_grace
+        self._context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            _preload_in_forkserver()
+        # A forked child inherits every descriptor open at that moment: starting children one
+        # at a time keeps each child's end of its pipe out of the others, so EOF means death.
+        self._spawn_lock = threading.Lock()
+        self._initializer = (
+            None if self.initializer is None else dumps((self.initializer, self.initargs))
+        )
+        self._proxies: dict[int, threading.Thread] = {}
+        self._children: dict[int, _Child] = {}
+        _live_backends.add(self)
+
+    @staticmethod
+    def default_workers() -> int:
+        return os.cpu_count() or 1
+
+    def start(self, slot: WorkerSlot) -> None:
+        child = slot.handle = _Child()
+        proxy = threading.Thread(
+            target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
+        )
+        self._proxies[slot.id] = proxy
+        self._children[slot.id] = child
+        proxy.start()
+
+    def wake(self, slot: WorkerSlot) -> None:
+        slot.handle.parker.wake()
+
+    def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
+        child: _Child = slot.handle
+        with child.lock:
+            if child.current is not task or child.stopping is not None:
+                return  # not sent yet (the proxy checks the task's flags), or already ended
+            child.stopping = why
+            child.kill_at = time.monotonic() + self.terminate_grace
+        _signal(child, kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
+
+    def join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for proxy in list(self._proxies.values()):
+            if proxy is threading.current_thread():
+                continue
+            proxy.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if proxy.is_alive():
+                return False
+        return True
+
+    def kill_all(self) -> None:
+        """Kill every child at once (the interpreter is exiting)."""
+        for child in list(self._children.values()):
+            _signal(child, kill=True)
+
+    # -- the proxy thread ---------------------------------------------------------------------
+
+    def _proxy(self, slot: WorkerSlot) -> None:
+        child: _Child = slot.handle
+        try:
+            if self._boot(slot, child):
+                self._serve(slot, child)
+        finally:
+            _stop(child, self.terminate_grace)
+            self._children.pop(slot.id, None)
+            self._proxies.pop(slot.id, None)
+
+    def _boot(self, slot: WorkerSlot, child: _Child) -> bool:
+        """Start the child and wait for its initializer; False if the worker never came up."""
+        try:
+            self._launch(child)
+            assert child.conn is not None
+            reply = child.conn.recv_bytes()
+        except BaseException as exc:
+            if child.process is not None and isinstance(exc, (EOFError, OSError)):
+                exc = WorkerCrashed(pid=child.pid, exitcode=_reap(child), reason="at start-up")
+            self.host.broken(slot, exc)
+            return False
+        if reply != _child.READY:
+            _, error, tb, _ = pickle.loads(reply)
+            error.__cause__ = RemoteTraceback(tb)
+            self.host.broken(slot, error)
+            return False
+        return True
+
+    def _launch(self, child: _Child) -> None:
+        ours, theirs = self._context.Pipe()
+        args = (theirs, self._initializer, self.max_memory is not None, self.start_method)
+        process = self._context.Process(  # type: ignore[attr-defined]  # every context has it
+            target=_child.main, args=args, name="workpool-worker"
+        )
+        with self._spawn_lock:
+            child.process, child.conn = process, ours
+            process.start()
+            theirs.close()
+
+    def _serve(self, slot: WorkerSlot, child: _Child) -> None:
+        host = self.host
+        task = host.take(slot)
+        while task is not RETIRE:
+            if task is not None:
+                task = self._run(slot, child, task)
+                continue
+            task = child.parker.park(host, slot)
+            if task is not None and task is not RETIRE and not _alive(child):
+                # It died while idle (the OOM killer, a stray kill): no task of ours was
+                # running, so none fails; a fresh child takes the task instead.
+                _stop(child, 0.0)
+                if not self._boot(slot, child):
+                    return
+
+    def _run(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> Next:
+        """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
+        host = self.host
+        try:
+            payload = dumps((task.fn, task.args, task.kwargs))
+        except Exception as exc:
+            return host.done(slot, task, None, exc)  # this task only: the worker is fine
+        with child.lock:
+            child.current = task
+            # An interrupt that came before ``current`` was set did nothing: act on it here.
+            given_up = task._cancel_requested or task._expired
+        if given_up:
+            with child.lock:
+                child.current = None
+            return host.done(slot, task, None, CancelledError())
+        assert child.conn is not None
+        try:
+            child.conn.send_bytes(payload)
+            del payload
+            reply = self._receive(child)
+        except (EOFError, OSError):
+            self._lost(slot, child, task)
+            return RETIRE
+        with child.lock:
+            child.current = None
+            if child.stopping is not None:
+                slot.recycle = True  # it answered, but it is being killed: replace it
+        value, error = self._decode(slot, task, reply)
+        return host.done(slot, task, value, error)
+
+    def _receive(self, child: _Child) -> bytes:
+        """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""
+        conn, process = child.conn, child.process
+        assert conn is not None
+        assert process is not None
+        while not conn.poll(_TICK):
+            kill_at = child.kill_at
+            if kill_at is not None and time.monotonic() >= kill_at:
+                _signal(child, kill=True)
+            elif not process.is_alive():
+                raise EOFError  # a descendant still holds its pipe, but the child is dead
+        return conn.recv_bytes()
+
+    def _decode(
+        self, slot: WorkerSlot, task: Task[Any], reply: bytes
+    ) -> tuple[Any, BaseException | None]:
+        try:
+            ok, value, tb, rss = pickle.loads(reply)
+        except Exception as exc:
+            error = pickle.UnpicklingError(
+                f"cannot unpickle the outcome of task {task.id}: {type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            return None, error
+        if self.max_memory is not None and rss > self.max_memory:
+            slot.recycle = True  # retire after this task; a fresh worker replaces it
+        if ok:
+            return value, None
+        value.__cause__ = RemoteTraceback(tb)
+        return None, value
+
+    def _lost(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> None:
+        """The child died under ``task``: say why, so the task ends in the right state."""
+        exitcode = _reap(child)
+        with child.lock:
+            child.current = None
+            why = child.stopping
+        error: BaseException | None
+        if why == "cancel" and slot.state is not SlotState.LOST:
+            error = CancelledError(f"task {task.id} was cancelled")
+        elif why == "timeout":
+            error = None  # the pool already failed it with TaskTimeout
+        else:
+            error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
+        self.host.lost(slot, error)
+
+
+def _preload_in_forkserver() -> None:
+    """Have the forkserver import workpool once, so that each worker it forks starts warm.
+
+    Without it every worker imports workpool anew (a few hundred milliseconds on a busy machine).
+    Too late once the server runs; the user's own preload list is kept.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    if _child.__name__ not in modules:
+        forkserver.set_forkserver_preload([*modules, _child.__name__])
+
+
+def _alive(child: _Child) -> bool:
+    return child.process is not None and child.process.is_alive()
+
+
+def _signal(child: _Child, *, kill: bool) -> None:
+    process = child.process
+    if process is None or process.exitcode is not None:
+        return
+    try:
+        if kill:
+            process.kill()
+            child.kill_at = None
+        else:
+            process.terminate()
+    except (OSError, ValueError):
+        pass  # it is already gone, or closed
+
+
+def _reap(child: _Child) -> int | None:
+    """Wait for a dying child; its exit code, or minus the signal that killed it."""
+    process = child.process
+    assert process is not None
+    process.join(5.0)
+    if process.exitcode is None:
+        _signal(child, kill=True)
+        process.join()
+    return process.exitcode
+
+
+def _stop(child: _Child, grace: float) -> None:
+    """Ask the child to exit, and make sure it does (and is reaped) before the proxy leaves."""
+    process, conn = child.process, child.conn
+    if process is None:
+        return
+    if conn is not None:
+        with contextlib.suppress(OSError):  # it is already gone
+            conn.send_bytes(_child.STOP)
+    process.join(grace + 1.0)  # it exits as soon as it reads STOP; longer means it hangs
+    if process.exitcode is None:
+        _signal(child, kill=False)
+        process.join(grace)
+    if process.exitcode is None:
+        _signal(child, kill=True)
+        process.join()
+    if conn is not None:
+        conn.close()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    # Registered after multiprocessing's own exit hook, so it runs first. Pools still open drain
+    # first (as the stdlib executors do), then any child left (a hung task) is killed, so that
+    # multiprocessing's hook does not wait on it forever.
+    from .. import _pool
+
+    _pool._drain_at_exit()
+    for backend in list(_live_backends):
+        backend.kill_all()
+        backend.join(5.0)

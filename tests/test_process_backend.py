@@ -1,0 +1,428 @@
+"""What only processes do: crashes, hard timeouts, pickling faults, memory limits, signals.
+
+The fault matrix: each fault expects one specific outcome, the pool keeps its capacity, and
+the stats account for every task. Task functions live at module level so that they pickle.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import pickle
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import CancelledError
+from multiprocessing.managers import SyncManager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import assert_accounted, wait_until
+
+import workpool
+from workpool import TaskState, TaskTimeout, WorkerCrashed
+from workpool._backends import process as process_backend
+
+
+@pytest.fixture
+def pool() -> Iterator[workpool.Pool]:
+    """Two worker processes on the default start method."""
+    p = workpool.Pool(2, backend="process", terminate_grace=0.2)
+    yield p
+    p.shutdown(wait=True, cancel_futures=True)
+
+
+# -- tasks and payloads that fail on purpose ----------------------------------------------------
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def exit_with(code: int) -> None:
+    os._exit(code)
+
+
+def kill_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def ignore_sigterm_and_sleep(seconds: float) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+
+
+def boom() -> None:
+    raise ValueError("boom from the worker")
+
+
+def return_value(value: Any) -> Any:
+    return value
+
+
+def return_a_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+def raise_unpicklable() -> None:
+    error = ValueError("carries a lock")
+    error.lock = threading.Lock()  # type: ignore[attr-defined]
+    raise error
+
+
+def limit_memory(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def allocate(megabytes: int) -> int:
+    return len(bytearray(megabytes * 2**20))
+
+
+_hoard: list[bytearray] = []
+
+
+def hoard(megabytes: int) -> int:
+    _hoard.append(bytearray(megabytes * 2**20))
+    return os.getpid()
+
+
+def crash_first_attempt(attempts: Any) -> str:
+    attempts.append(1)
+    if len(attempts) == 1:
+        os._exit(7)
+    return "second time lucky"
+
+
+def _raise_on_load() -> None:
+    raise RuntimeError("refuses to unpickle")
+
+
+class FailsToLoad:
+    """Pickles fine; raises when unpickled."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_raise_on_load, ())
+
+
+class ExitsOnLoad:
+    """Pickles fine; the process that unpickles it exits."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os._exit, (5,))
+
+
+class ExitsOnDump:
+    """The process that pickles it exits."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        os._exit(6)
+
+
+def make_fails_to_load() -> FailsToLoad:
+    return FailsToLoad()
+
+
+def make_exits_on_dump() -> ExitsOnDump:
+    return ExitsOnDump()
+
+
+# -- crashes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "args", "exitcode"),
+    [
+        (exit_with, (3,), 3),
+        (kill_self, (signal.SIGKILL,), -signal.SIGKILL),
+        (kill_self, (signal.SIGTERM,), -signal.SIGTERM),
+        (segfault, (), -signal.SIGSEGV),
+    ],
+    ids=["exit", "sigkill", "sigterm", "segfault"],
+)
+def test_crash_fails_only_its_task_and_the_worker_is_replaced(
+    pool: workpool.Pool, fault: Any, args: tuple[Any, ...], exitcode: int
+) -> None:
+    """A worker that dies under a task fails it with WorkerCrashed; the pool goes on."""
+    crashed = pool.submit(fault, *args)
+    with pytest.raises(WorkerCrashed) as info:
+        crashed.result(timeout=30)
+    assert info.value.exitcode == exitcode and info.value.task_id == crashed.id
+    assert info.value.pid is not None and crashed.state is TaskState.FAILED
+    assert pickle.loads(pickle.dumps(info.value)).exitcode == exitcode
+    assert [t.result(timeout=30) for t in [pool.submit(return_value, i) for i in range(4)]] == [
+        0,
+        1,
+        2,
+        3,
+    ]
+    stats = pool.stats()
+    assert stats.crashed == 1 and stats.failed == 1 and stats.succeeded == 4
+    assert stats.workers == 2
+    assert_accounted(stats)
+
+
+def test_crash_is_retried_by_the_retry_policy(pool: workpool.Pool, manager: SyncManager) -> None:
+    """With retries, a crashed attempt runs again on a fresh worker."""
+    attempts = manager.list()
+    task = pool.options(retries=1).submit(crash_first_attempt, attempts)
+    assert task.result(timeout=30) == "second time lucky"
+    stats = pool.stats()
+    assert task.attempts == 2 and stats.retried == 1 and stats.crashed == 0
+    assert_accounted(stats)
+
+
+def test_worker_that_dies_while_idle_is_replaced_without_failing_a_task(
+    make_process_pool: Any,
+) -> None:
+    """A worker killed while it waits for work is replaced before the next task is sent."""
+    pool = make_process_pool(workers=1)
+    victim = pool.submit(pid).result(timeout=30)
+    wait_until(lambda: pool.stats().idle == 1)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: _dead(victim))
+    assert pool.submit(pid).result(timeout=30) != victim
+    stats = pool.stats()
+    assert stats.failed == 0 and stats.crashed == 0 and stats.succeeded == 2
+
+
+# -- pickling faults ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "error", "match"),
+    [
+        (return_value, (threading.Lock(),), TypeError, "lock"),
+        (return_value, (FailsToLoad(),), RuntimeError, "refuses to unpickle"),
+        (return_a_lock, (), pickle.PicklingError, "cannot pickle the task's result"),
+        (raise_unpicklable, (), pickle.PicklingError, "exception ValueError"),
+        (make_fails_to_load, (), pickle.UnpicklingError, "refuses to unpickle"),
+    ],
+    ids=["task-pickle", "task-unpickle", "result-pickle", "error-pickle", "result-unpickle"],
+)
+def test_pickling_fault_fails_only_its_task(
+    pool: workpool.Pool, fn: Any, args: tuple[Any, ...], error: type[Exception], match: str
+) -> None:
+    """A task or result that fails to (un)pickle on either side is that task's error."""
+    task = pool.submit(fn, *args)
+    with pytest.raises(error, match=match):
+        task.result(timeout=30)
+    assert pool.submit(return_value, 1).result(timeout=30) == 1
+    stats = pool.stats()
+    assert stats.failed == 1 and stats.crashed == 0 and stats.succeeded == 1
+    assert_accounted(stats)
+
+
+@pytest.mark.parametrize(
+    ("fn", "args", "exitcode"),
+    [(return_value, (ExitsOnLoad(),), 5), (make_exits_on_dump, (), 6)],
+    ids=["exit-at-task-unpickle", "exit-at-result-pickle"],
+)
+def test_exit_while_pickling_is_a_crash(
+    pool: workpool.Pool, fn: Any, args: tuple[Any, ...], exitcode: int
+) -> None:
+    """A worker that exits while unpickling the task or pickling the result crashes that task."""
+    task = pool.submit(fn, *args)
+    with pytest.raises(WorkerCrashed) as info:
+        task.result(timeout=30)
+    assert info.value.exitcode == exitcode
+    assert pool.submit(return_value, 1).result(timeout=30) == 1
+    assert_accounted(pool.stats())
+
+
+def test_task_exception_carries_the_remote_traceback(pool: workpool.Pool) -> None:
+    """result() raises the task's own exception, with the worker's traceback as its cause."""
+    with pytest.raises(ValueError, match="boom from the worker") as info:
+        pool.submit(boom).result(timeout=30)
+    cause = info.value.__cause__
+    assert isinstance(cause, process_backend.RemoteTraceback)
+    assert "in boom" in cause.tb and "Traceback" in str(cause)
+
+
+def test_lambdas_and_closures_run_in_workers(pool: workpool.Pool) -> None:
+    """Lambdas and closures travel with cloudpickle."""
+    offset = 10
+    assert pool.submit(lambda x: x + offset, 5).result(timeout=30) == 15
+    assert list(pool.map(lambda x: x * offset, range(3))) == [0, 10, 20]
+
+
+def test_missing_cloudpickle_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without cloudpickle, a lambda fails with a message naming workpool[process]."""
+    monkeypatch.setitem(sys.modules, "cloudpickle", None)
+    with pytest.raises(pickle.PicklingError, match=r"workpool\[process\]"):
+        process_backend.dumps(lambda: None)
+
+
+# -- hard timeouts and cancellation ---------------------------------------------------------------
+
+
+def test_timeout_kills_a_hung_task_and_replaces_its_worker(pool: workpool.Pool) -> None:
+    """A task past its timeout fails with TaskTimeout; its process is killed and replaced."""
+    hung = pool.options(timeout=0.2).submit(sleep, 60)
+    with pytest.raises(TaskTimeout):
+        hung.result(timeout=30)
+    assert hung.state is TaskState.TIMED_OUT
+    wait_until(lambda: pool.stats().abandoned == 0)
+    pids = {t.result(timeout=30) for t in [pool.submit(pid) for _ in range(6)]}
+    stats = pool.stats()
+    assert stats.workers == 2 and stats.timed_out == 1 and stats.succeeded == 6
+    assert len(pids) <= 2
+    assert_accounted(stats)
+
+
+def test_timeout_kills_a_task_that_ignores_sigterm(pool: workpool.Pool) -> None:
+    """A task that ignores SIGTERM is killed after the grace period."""
+    hung = pool.options(timeout=0.2).submit(ignore_sigterm_and_sleep, 60)
+    with pytest.raises(TaskTimeout):
+        hung.result(timeout=30)
+    wait_until(lambda: pool.stats().abandoned == 0)
+    assert pool.submit(return_value, 2).result(timeout=30) == 2
+
+
+def test_cancel_stops_a_running_task(pool: workpool.Pool) -> None:
+    """Cancelling a running process task kills its worker; the task ends CANCELLED."""
+    running = pool.submit(sleep, 60)
+    wait_until(lambda: running.running())
+    running.cancel()
+    with pytest.raises(CancelledError):
+        running.result(timeout=30)
+    assert running.state is TaskState.CANCELLED
+    assert pool.submit(return_value, 3).result(timeout=30) == 3
+    stats = pool.stats()
+    assert stats.cancelled == 1 and stats.crashed == 0 and stats.failed == 0
+    assert_accounted(stats)
+
+
+# -- memory ---------------------------------------------------------------------------------------
+
+
+def test_memory_blow_up_fails_its_task(make_process_pool: Any) -> None:
+    """A task that exhausts its worker's memory limit fails with MemoryError; the pool goes on."""
+    pool = make_process_pool(initializer=limit_memory, initargs=(1024 * 2**20,))
+    with pytest.raises(MemoryError):
+        pool.submit(allocate, 2048).result(timeout=30)
+    assert pool.submit(allocate, 1).result(timeout=30) == 2**20
+    assert_accounted(pool.stats())
+
+
+def test_max_memory_per_worker_recycles_a_big_worker(make_process_pool: Any) -> None:
+    """A worker whose RSS passed max_memory_per_worker after a task is replaced."""
+    pool = make_process_pool(workers=1, max_memory_per_worker=200 * 2**20)
+    small = pool.submit(hoard, 1).result(timeout=30)
+    assert pool.submit(pid).result(timeout=30) == small
+    big = pool.submit(hoard, 300).result(timeout=30)
+    assert big == small
+    assert pool.submit(pid).result(timeout=30) != big
+
+
+@pytest.fixture
+def make_process_pool() -> Iterator[Any]:
+    pools: list[workpool.Pool] = []
+
+    def make(workers: int = 2, **kwargs: Any) -> workpool.Pool:
+        pools.append(workpool.Pool(workers, backend="process", **kwargs))
+        return pools[-1]
+
+    yield make
+    for p in pools:
+        p.shutdown(wait=True, cancel_futures=True)
+
+
+# -- arguments ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"start_method": "teleport"},
+        {"max_memory_per_worker": 0},
+        {"max_memory_per_worker": "1GB"},
+        {"terminate_grace": -1},
+    ],
+)
+def test_bad_process_options_are_rejected(kwargs: dict[str, Any]) -> None:
+    """Bad process options raise ValueError at once."""
+    with pytest.raises(ValueError):
+        workpool.Pool(1, backend="process", **kwargs)
+
+
+def test_default_workers_is_the_cpu_count() -> None:
+    """Without a worker count, a process pool has one worker per CPU."""
+    with workpool.Pool(backend="process") as pool:
+        assert pool.stats().max_workers == (os.cpu_count() or 1)
+
+
+# -- the parent's signals -------------------------------------------------------------------------
+
+_PARENT = """
+import os, sys, time
+import workpool
+
+def hang(directory):
+    open(os.path.join(directory, str(os.getpid())), "w").close()
+    time.sleep(600)
+
+if __name__ == "__main__":
+    directory = sys.argv[1]
+    with workpool.Pool(2, backend="process", start_method=sys.argv[2]) as pool:
+        for _ in range(2):
+            pool.submit(hang, directory)
+        while len(os.listdir(directory)) < 2:
+            time.sleep(0.01)
+        print("ready", flush=True)
+        pool.wait()
+"""
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie left to whoever adopted it (the parent that would reap it is dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "fork", "spawn"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_parent_signal_leaves_no_worker_behind(
+    tmp_path: Path, signum: int, start_method: str
+) -> None:
+    """Ctrl-C, SIGTERM or SIGKILL of the parent: it exits promptly and its workers go too."""
+    script = tmp_path / "parent.py"
+    script.write_text(textwrap.dedent(_PARENT))
+    directory = tmp_path / "pids"
+    directory.mkdir()
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(directory), start_method],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout is not None
+        assert parent.stdout.readline() == "ready\n", parent.stderr.read()  # type: ignore[union-attr]
+        workers = [int(name) for name in os.listdir(directory)]
+        started = time.monotonic()
+        parent.send_signal(signum)
+        parent.communicate(timeout=30)
+        assert parent.returncode != 0
+        if signum == signal.SIGINT:
+            assert time.monotonic() - started < 10  # promptly, not after the hung tasks
+        wait_until(lambda: all(_dead(w) for w in workers), timeout=20)
+    finally:
+        parent.kill()
+        parent.wait()
