@@ -5,12 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.managers
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import LONG_LIVED
 
 import workpool
 
@@ -78,9 +80,13 @@ def _children() -> dict[int, str]:
             table[int(entry)] = (int(fields[1]), fields[0])
     helpers = {_helper_pid("forkserver", "_forkserver", "_forkserver_pid")}
     helpers.add(_helper_pid("resource_tracker", "_resource_tracker", "_pid"))
+    for loky in ("loky", "joblib.externals.loky"):  # the bench peers' own resource trackers
+        tracker = sys.modules.get(f"{loky}.backend.resource_tracker")
+        helpers.add(getattr(getattr(tracker, "_resource_tracker", None), "_pid", None))
     found, frontier = {}, {os.getpid()}
     while frontier:
         frontier = {pid for pid, (ppid, _) in table.items() if ppid in frontier} - set(found)
+        frontier -= LONG_LIVED  # servers a module-scoped fixture runs, with their subtrees
         found.update({pid: table[pid][1] for pid in frontier if pid not in helpers})
     return found
 

@@ -7,6 +7,10 @@ from collections.abc import Callable
 
 import workpool
 
+LONG_LIVED: set[int] = set()
+"""Pids of servers that module-scoped fixtures keep for many tests (PostgreSQL, say): the
+child-process leak check leaves them, and what they start, alone."""
+
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
     """Poll ``predicate`` until it holds; fail after ``timeout`` seconds.

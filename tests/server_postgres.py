@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from helpers import wait_until
+from helpers import LONG_LIVED, wait_until
 from server_support import free_port
 
 
@@ -75,12 +75,14 @@ def postgres_server() -> Iterator[str]:
             return False
         return True
 
+    LONG_LIVED.add(server.pid)  # it serves the whole module: not a leak of one test
     try:
         wait_until(ready, timeout=30)
         yield dsn
     finally:
         server.send_signal(signal.SIGINT)  # PostgreSQL's "fast" shutdown
         server.wait(30)
+        LONG_LIVED.discard(server.pid)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import importlib
 import json
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -14,6 +16,17 @@ import pytest
 
 import workpool
 from workpool.cli.bench import harness, register, run_bench
+
+
+@pytest.fixture(autouse=True)
+def stop_reusable_executors() -> Iterator[None]:
+    """loky and joblib keep their workers between calls, by design: stop them after a test."""
+    yield
+    for name in ("loky", "joblib.externals.loky"):
+        module = sys.modules.get(name)
+        if module is not None:
+            module.get_reusable_executor().shutdown(wait=True)
+
 
 PACKAGE = harness().__name__  # "benchmarks" in a checkout, "workpool._benchmarks" in a wheel
 

@@ -19,7 +19,7 @@ def python_blocks(page: Path) -> list[str]:
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_doc_examples_run(page: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Every Python block of a page runs without error, in order, in one namespace."""
-    namespace: dict[str, object] = {"__name__": f"doc_{page.stem}"}
+    namespace: dict[str, object] = {"__name__": "__main__"}  # as a script: guards run too
     for block in python_blocks(page):
         exec(compile(block, str(page), "exec"), namespace)
     del namespace

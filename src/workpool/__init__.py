@@ -14,7 +14,7 @@ from ._errors import (
     WorkpoolError,
 )
 from ._events import LoggingObserver, Observer
-from ._executors import ThreadPoolExecutor
+from ._executors import ProcessPoolExecutor, ThreadPoolExecutor
 from ._options import RETRY_TIMEOUTS_AND_CRASHES, RetryPolicy, TaskOptions
 from ._pool import Pool, ShutdownReport, TaskOptionsView
 from ._registry import task
@@ -32,6 +32,7 @@ __all__ = [
     "Pool",
     "PoolClosed",
     "PoolStats",
+    "ProcessPoolExecutor",
     "QueueFull",
     "RetryPolicy",
     "ShutdownReport",

@@ -327,7 +327,15 @@ def _preload_in_forkserver() -> None:
 
 
 def _alive(child: _Child) -> bool:
-    return child.process is not None and child.process.is_alive()
+    """Whether an idle child can take a task. Its pipe is checked too: under forkserver,
+    ``is_alive()`` learns of a death only once the server reports it, a moment later, while
+    an idle child's pipe is readable only if the child closed it by dying."""
+    if child.process is None or child.conn is None or not child.process.is_alive():
+        return False
+    try:
+        return not child.conn.poll(0)
+    except OSError:
+        return False
 
 
 def _signal(child: _Child, *, kill: bool) -> None:
