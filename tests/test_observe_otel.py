@@ -159,3 +159,21 @@ def test_no_carrier_means_no_context() -> None:
     assert trace_carrier(task) is None
     with attached(None):
         pass
+
+
+def current_trace() -> tuple[int, int]:
+    """Run in a worker process: the trace and span ids current there."""
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    return context.trace_id, context.span_id
+
+
+def test_the_trace_crosses_into_a_worker_process(traces: Traces) -> None:
+    """A process task runs under its attempt's span, sent over with the task."""
+    observer = TracingObserver(traces.provider)
+    with workpool.Pool(1, backend="process", observers=[observer]) as pool:
+        trace_id, span = pool.submit(current_trace).result(timeout=60)
+    (run,) = traces.named("workpool.run")
+    assert run.context is not None
+    assert (trace_id, span) == (run.context.trace_id, run.context.span_id)

@@ -426,3 +426,31 @@ def test_parent_signal_leaves_no_worker_behind(
     finally:
         parent.kill()
         parent.wait()
+
+
+def describe_context() -> tuple[str, int, float | None]:
+    ctx = workpool.current_task()
+    return ctx.id, ctx.attempt, ctx.deadline
+
+
+def wait_for_deadline() -> None:
+    ctx = workpool.current_task()
+    while True:
+        ctx.check()  # raises TaskTimeout past the deadline, in the worker process
+        time.sleep(0.001)
+
+
+def test_current_task_works_in_a_worker_process(pool: workpool.Pool) -> None:
+    """A process task sees its own id, attempt and deadline through current_task()."""
+    task = pool.options(timeout=60).submit(describe_context)
+    task_id, attempt, deadline = task.result(timeout=60)
+    assert task_id == task.id and attempt == 1
+    assert deadline is not None and deadline > time.monotonic()
+
+
+def test_check_in_a_worker_process_stops_at_the_deadline(pool: workpool.Pool) -> None:
+    """check() in a process task raises TaskTimeout at its deadline: it ends TIMED_OUT."""
+    task = pool.options(timeout=0.2).submit(wait_for_deadline)
+    with pytest.raises(workpool.TaskTimeout):
+        task.result(timeout=60)
+    assert task.state is workpool.TaskState.TIMED_OUT

@@ -1,15 +1,20 @@
 """The loop that runs in a worker process: receive a task, run it, send back its outcome.
 
-It imports only the standard library so that a new worker starts fast. The parent speaks first
+It imports only the standard library at start, so that a new worker starts fast (workpool
+itself comes with the first task, unless the forkserver preloaded it). The parent speaks first
 after the start: the child runs the initializer and answers ``READY`` or the initializer's error,
 then serves one task per message until it receives ``STOP`` (or its pipe closes).
 
-Messages, all bytes: a task is ``dumps((fn, args, kwargs))``; a reply is
-``dumps((ok, value_or_error, traceback_text, rss_bytes))``.
+Messages, all bytes: a task is ``dumps((fn, args, kwargs, about))``, where ``about`` is
+``(task_seq, attempt, deadline, timeout, trace_carrier)``; a reply is
+``dumps((ok, value_or_error, traceback_text, rss_bytes))``. With ``about``, the task runs with a
+``workpool.current_task()`` of its own (its id, attempt and deadline: ``check()`` works; a
+cancel arrives as SIGTERM instead) and, given a trace carrier, under the submitter's trace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -17,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -55,12 +61,37 @@ def _serve(conn: Connection, measure_rss: bool) -> None:
             return
         tb = None
         try:
-            fn, args, kwargs = pickle.loads(message)
-            value, ok = fn(*args, **kwargs), True
+            fn, args, kwargs, about = pickle.loads(message)
+            with _running_as(fn, args, kwargs, about):
+                value, ok = fn(*args, **kwargs), True
         except BaseException as exc:
             value, ok, tb = exc, False, traceback.format_exc()
         send(_reply(ok, value, tb, _rss() if measure_rss else 0))
         del value, message  # free the task's data before waiting for the next
+
+
+@contextlib.contextmanager
+def _running_as(
+    fn: Any, args: Any, kwargs: Any, about: tuple[int, int, float | None, float | None, Any]
+) -> Iterator[None]:
+    """Give the call a ``current_task()`` (and the submitter's trace, if one was sent)."""
+    from .._options import TaskOptions  # workpool itself: preloaded by the forkserver
+    from .._task import Task, _current
+
+    seq, attempt, deadline, timeout, carrier = about
+    task: Task[Any] = Task(fn, args, kwargs, TaskOptions(timeout=timeout))
+    task._seq, task.attempts, task._deadline = seq, attempt, deadline
+    token = _current.set((task, attempt))
+    try:
+        if carrier:
+            from ..observe.otel import attached  # only sent when OpenTelemetry is in use
+
+            with attached(carrier):
+                yield
+        else:
+            yield
+    finally:
+        _current.reset(token)
 
 
 def _reply(ok: bool, value: Any, tb: str | None, rss: int) -> bytes:

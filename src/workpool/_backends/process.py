@@ -35,6 +35,7 @@ from typing import Any
 from .._engine import RETIRE, Next, SlotState, WorkerSlot
 from .._errors import WorkerCrashed
 from .._task import Task
+from ..observe.carrier import trace_carrier
 from . import _child
 from ._parking import Parker
 from .base import Backend, Interruption
@@ -239,7 +240,8 @@ class ProcessBackend(Backend):
         """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
         host = self.host
         try:
-            payload = dumps((task.fn, task.args, task.kwargs))
+            about = (task._seq, task.attempts, task._deadline, task.options.timeout)
+            payload = dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
         except Exception as exc:
             return host.done(slot, task, None, exc)  # this task only: the worker is fine
         with child.lock:
