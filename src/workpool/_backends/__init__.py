@@ -8,6 +8,7 @@ from .base import Backend, Interruption, WorkerHost
 
 _REGISTRY = {
     "thread": ("workpool._backends.thread", "ThreadBackend"),
+    "dask": ("workpool._backends.dask", "DaskBackend"),
 }
 
 
