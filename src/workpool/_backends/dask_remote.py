@@ -166,7 +166,7 @@ def _child_main() -> None:
         outcome: tuple[bool, Any] = (True, _call(fn, args, kwargs, stand_in))
     except BaseException as exc:
         outcome = (False, exc)
-    import cloudpickle  # type: ignore[import-untyped]  # ships no type hints
+    import cloudpickle
 
     try:
         data = cloudpickle.dumps(outcome)
