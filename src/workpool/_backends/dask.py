@@ -43,7 +43,6 @@ from .dask_remote import AttemptInfo, run_attempt
 
 _LOCAL_CLUSTER_DEFAULTS: Mapping[str, Any] = {
     "host": "127.0.0.1",  # never listen beyond this machine unless told to
-    "dashboard_address": None,  # no web server unless asked for (":0" picks a free port)
     "processes": True,
 }
 
@@ -313,6 +312,11 @@ def _start_local_cluster(distributed: Any, options: Mapping[str, Any]) -> Any:
     import dask
 
     settings = dict(_LOCAL_CLUSTER_DEFAULTS, **options)
+    if "dashboard_address" not in options:
+        # The scheduler serves /health and /metrics even with the dashboard off: on a free
+        # port of this machine, rather than on 8787 (warning when that is taken).
+        settings["dashboard_address"] = "127.0.0.1:0"
+        settings["scheduler_kwargs"] = {"dashboard": False, **settings.get("scheduler_kwargs", {})}
     if not settings.get("processes", True):
         settings.pop("host", None)  # in-process workers talk inproc://, not TCP
     # The pool's retry policy, not Dask's scheduler, decides whether a task whose worker died

@@ -117,10 +117,13 @@ def _run_in_subprocess(
     payload = cloudpickle.dumps((fn, args, kwargs, info, stand_in._deadline))
     # A plain subprocess, not multiprocessing: Dask's worker processes are daemons by default,
     # and daemons may not start multiprocessing children.
+    # The child imports what the worker can import (the task's module among them).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     proc = subprocess.Popen(
         [sys.executable, "-m", "workpool._backends.dask_remote"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        env=env,
     )
     output = _supervise(proc, payload, stand_in)
     if proc.returncode != 0 or not output:
