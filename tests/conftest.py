@@ -10,6 +10,14 @@ import pytest
 
 import workpool
 
+try:  # Dask keeps one offload thread for the life of the process and starts it on first use:
+    # start it now, as Dask's own test suite does, so the first test to use Dask is not blamed.
+    from distributed.utils import _offload_executor
+except ImportError:  # the dask extra is not installed
+    pass
+else:
+    _offload_executor.submit(int).result()
+
 BACKENDS = ["thread"]
 """Every backend runs the shared behaviour suite (tests/test_behaviour.py)."""
 
