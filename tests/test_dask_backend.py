@@ -12,6 +12,7 @@ import itertools
 import os
 import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,6 +81,10 @@ class Gate:
 
 def square(x: int) -> int:
     return x * x
+
+
+def make_lock() -> threading.Lock:
+    return threading.Lock()
 
 
 def fail(message: str) -> None:
@@ -171,6 +176,17 @@ def test_submit_returns_the_value_and_raises_the_tasks_error(make_pool: Any) -> 
     stats = pool.stats()
     assert stats.succeeded == 1 and stats.failed == 1
     assert_accounted(stats)
+
+
+def test_unpicklable_argument_or_result_fails_the_task(make_pool: Any) -> None:
+    """A call whose argument or result cannot be pickled fails with TypeError; none hangs."""
+    pool = make_pool()
+    with pytest.raises(TypeError):
+        pool.submit(len, threading.Lock()).result(timeout=30)
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pool.submit(make_lock).result(timeout=30)
+    assert pool.submit(square, 2).result(timeout=30) == 4
+    assert_accounted(pool.stats())
 
 
 def test_map_keeps_input_order_or_yields_as_completed(make_pool: Any) -> None:

@@ -27,7 +27,9 @@ policy decides; a cluster the user brings keeps its own setting.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import pickle
 import threading
 import time
 import uuid
@@ -40,6 +42,8 @@ from .._errors import WorkerCrashed
 from .._task import Task
 from .base import Backend, Interruption
 from .dask_remote import AttemptInfo, run_attempt
+
+_log = logging.getLogger("workpool")
 
 _LOCAL_CLUSTER_DEFAULTS: Mapping[str, Any] = {
     "host": "127.0.0.1",  # never listen beyond this machine unless told to
@@ -58,10 +62,11 @@ def _import_distributed() -> Any:
 
 
 class _Lane:
-    __slots__ = ("future", "parked_at")
+    __slots__ = ("future", "parked_at", "task")
 
     def __init__(self) -> None:
-        self.future: Any = None
+        self.task: Task[Any] | None = None
+        self.future: Any = None  # the Dask future of ``task``'s current attempt
         self.parked_at: float | None = None
 
 
@@ -98,6 +103,8 @@ class DaskBackend(Backend):
         self._cluster: Any = None
         self._owns_client = client is None
         if client is not None:
+            if getattr(client, "asynchronous", False):
+                raise TypeError("the dask backend needs a synchronous distributed.Client")
             self._client = client
         elif address is not None:
             self._client = distributed.Client(address, set_as_default=False)
@@ -157,7 +164,10 @@ class DaskBackend(Backend):
         # Dask cannot stop a running task: cancelling its future ends the pool's wait for it
         # and marks it cancelled on the worker (current_task().check() raises there; an
         # isolated attempt's subprocess is killed). The lane then retires or goes on.
-        future = slot.handle.future if slot.handle is not None else None
+        lane = slot.handle
+        with self._lock:
+            # The lane may have moved on to another task since: never cancel that one.
+            future = lane.future if lane is not None and lane.task is task else None
         if future is not None:
             future.cancel(reason=f"workpool: {why}")
 
@@ -185,7 +195,7 @@ class DaskBackend(Backend):
                 task = self.host.done(slot, task, None, exc)
                 continue
             with self._lock:
-                slot.handle.future = future
+                slot.handle.task, slot.handle.future = task, future
                 self._inflight[future.key] = (slot, task)
                 self._completions.add(future)
                 self._changed.notify_all()
@@ -226,7 +236,10 @@ class DaskBackend(Backend):
                     future, outcome = next(completions)
                 except StopIteration:
                     continue
-                self._finish(future, outcome)
+                try:
+                    self._finish(future, outcome)
+                except Exception:  # a bug must not silence every later completion
+                    _log.exception("workpool's Dask pump failed to hand over %s", future.key)
 
     def _finish(self, future: Any, outcome: Any) -> None:
         with self._lock:
@@ -234,7 +247,8 @@ class DaskBackend(Backend):
         if entry is None:
             return
         slot, task = entry
-        slot.handle.future = None
+        with self._lock:
+            slot.handle.task = slot.handle.future = None
         value, error = self._translate(future, outcome, task)
         del future, outcome
         self._advance(slot, self.host.done(slot, task, value, error))
@@ -245,11 +259,16 @@ class DaskBackend(Backend):
         """A Dask outcome as a value or workpool's error: worker loss becomes WorkerCrashed."""
         status = future.status
         if status == "finished":
-            return outcome, None
+            try:
+                return pickle.loads(outcome), None
+            except Exception as exc:  # say, the result's class is not importable here
+                return None, exc
         if status == "error":
             _, error, traceback = outcome
             if isinstance(error, self._killed_worker):
-                return None, WorkerCrashed(task.id, reason=f"Dask reported {error}")
+                worker = getattr(getattr(error, "last_worker", None), "address", "?")
+                reason = f"Dask worker {worker} died under it (KilledWorker)"
+                return None, WorkerCrashed(task.id, reason=reason)
             return None, error.with_traceback(traceback)
         if task._cancel_requested or task._expired:
             return None, CancelledError(f"task {task.id} was cancelled")

@@ -89,13 +89,33 @@ def _current_key() -> str | None:
     return key if isinstance(key, str) else None
 
 
-def run_attempt(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], info: AttemptInfo) -> Any:
-    """Run one attempt on this worker with ``current_task()`` set; the Dask task function."""
+def run_attempt(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], info: AttemptInfo) -> bytes:
+    """Run one attempt on this worker with ``current_task()`` set; the Dask task function.
+
+    Returns the value pickled: a value that cannot be pickled then fails the task here, with a
+    clear error, where Dask would fail to send it and leave the client waiting forever.
+    """
     deadline = None if info.timeout is None else time.monotonic() + info.timeout
     stand_in = RemoteTask(info, _current_key(), deadline)
     if info.isolate:
-        return _run_in_subprocess(fn, args, kwargs, stand_in)
-    return _call(fn, args, kwargs, stand_in)
+        value = _run_in_subprocess(fn, args, kwargs, stand_in)
+    else:
+        value = _call(fn, args, kwargs, stand_in)
+    return dumps_result(value)
+
+
+def dumps_result(value: Any) -> bytes:
+    """``value`` pickled (by cloudpickle if plain pickle cannot), or TypeError saying why not."""
+    try:
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # lambdas, local classes: cloudpickle's job
+        import cloudpickle  # type: ignore[import-untyped]  # ships no type hints
+
+        try:
+            data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise TypeError(f"the task's result cannot be pickled: {exc}") from exc
+        return data
 
 
 def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stand_in: RemoteTask) -> Any:
@@ -110,8 +130,7 @@ def _call(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stand_in: Remo
 def _run_in_subprocess(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stand_in: RemoteTask
 ) -> Any:
-    # A dependency of distributed, so always there; it ships no type hints.
-    import cloudpickle  # type: ignore[import-untyped]  # lambdas and closures cross too
+    import cloudpickle  # a dependency of distributed: lambdas and closures cross too
 
     info = AttemptInfo(stand_in.id, stand_in.attempts, stand_in.options.timeout, False)
     payload = cloudpickle.dumps((fn, args, kwargs, info, stand_in._deadline))
