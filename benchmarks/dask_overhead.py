@@ -81,7 +81,7 @@ def main() -> None:
         print(f"{'how':<30} {'per task':>12}")
         for name, fn in cases:
             seconds = measure(fn, client, args.tasks, args.rounds)
-            print(f"{name:<30} {seconds * 1e6:>9.0f} us")
+            print(f"{name:<30} {seconds * 1e6:>9.0f} us", flush=True)
 
 
 if __name__ == "__main__":

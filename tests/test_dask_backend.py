@@ -55,7 +55,7 @@ def make_pool(client: Any) -> Iterator[Callable[..., workpool.Pool]]:
     """Build pools on the module's cluster; each is shut down after the test."""
     pools: list[workpool.Pool] = []
 
-    def make(workers: int = 2, **kwargs: Any) -> workpool.Pool:
+    def make(workers: int | None = 2, **kwargs: Any) -> workpool.Pool:
         pool = workpool.Pool(workers, backend="dask", client=client, **kwargs)
         pools.append(pool)
         return pool
@@ -371,6 +371,27 @@ def test_lanes_bound_the_work_handed_to_dask(client: Any, make_pool: Any) -> Non
     gate.open()
     assert [t.result(timeout=30) for t in tasks] == list(range(6))
     assert_accounted(pool.stats())
+
+
+def test_pause_holds_work_and_resize_changes_the_lanes(make_pool: Any) -> None:
+    """No task goes to Dask while paused; resize changes how many lanes there are."""
+    pool = make_pool(2)
+    pool.pause()
+    task = pool.submit(square, 3)
+    assert task.state is TaskState.QUEUED and pool.stats().busy == 0
+    pool.resume()
+    assert task.result(timeout=30) == 9
+    pool.resize(1)
+    wait_until(lambda: pool.stats().workers == 1)
+    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]
+
+
+def test_idle_lanes_retire_after_idle_timeout(make_pool: Any) -> None:
+    """An autoscaling pool's lanes retire once idle for idle_timeout, down to min_workers."""
+    pool = make_pool(None, min_workers=0, max_workers=2, idle_timeout=0.2)
+    assert list(pool.map(square, range(6))) == [x * x for x in range(6)]
+    wait_until(lambda: pool.stats().workers == 0)
+    assert pool.submit(square, 5).result(timeout=30) == 25  # a new lane starts for it
 
 
 def test_shutdown_with_timeout_returns_while_a_task_runs(client: Any) -> None:
