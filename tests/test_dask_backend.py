@@ -416,6 +416,21 @@ def test_initializer_runs_on_every_worker(client: Any, make_pool: Any) -> None:
     assert set(pool.map(lambda _: read_marker(), range(8))) == {"ready"}
 
 
+def test_failing_initializer_breaks_the_pool() -> None:
+    """An initializer that raises on the workers fails every task with BrokenPool."""
+    pool = workpool.Pool(
+        1,
+        backend="dask",
+        initializer=fail,
+        initargs=("no setup",),
+        cluster_options={"processes": False, "n_workers": 1},
+    )
+    with pytest.raises(workpool.BrokenPool) as caught:
+        pool.submit(square, 1).result(timeout=30)
+    assert isinstance(caught.value.__cause__, ValueError)
+    assert pool.shutdown(wait=True).completed
+
+
 # -- the pool's own cluster, bad arguments, worker loss ---------------------------------------
 
 

@@ -322,6 +322,12 @@ class DaskBackend(Backend):
     def _close_owned(self) -> None:
         if self._owns_client:
             self._client.close()
+        elif self.initializer is not None and self._init_error is None:
+            # A cluster the user brought outlives the pool: take the pool's setup off it.
+            try:
+                self._client.unregister_worker_plugin(f"{self._prefix}initializer")
+            except Exception:  # the client is closed already: nothing of ours to remove
+                _log.debug("could not unregister the initializer plugin", exc_info=True)
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
