@@ -136,11 +136,14 @@ def _touch_and_hang(path: str) -> Callable[[], None]:
 def _list_task_subprocesses() -> list[int]:
     import psutil  # a dependency of distributed
 
-    return [
-        child.pid
-        for child in psutil.Process().children(recursive=True)
-        if "workpool._backends.dask_remote" in " ".join(child.cmdline())
-    ]
+    pids = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "workpool._backends.dask_remote" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:  # gone, or a zombie: killed, not yet reaped, so not running
+            pass
+    return pids
 
 
 def exit_hard(code: int) -> None:
