@@ -16,6 +16,15 @@ from helpers import LONG_LIVED
 
 import workpool
 
+try:  # Dask keeps one offload thread for the life of the process and starts it on first use:
+    # start it now, as Dask's own test suite does, so the first test to use Dask is not blamed.
+    from distributed.utils import _offload_executor
+except ImportError:  # the dask extra is not installed
+    pass
+else:
+    _offload_executor.submit(int).result()
+
+
 BACKENDS = ["thread", "process", "process-fork", "process-spawn"]
 """Every backend runs the shared behaviour suite (tests/test_behaviour.py); "process" is the
 process backend on its default start method (forkserver), the others name another one."""

@@ -9,6 +9,7 @@ from .base import Backend, Interruption, WorkerHost
 _REGISTRY = {
     "thread": ("workpool._backends.thread", "ThreadBackend"),
     "process": ("workpool._backends.process", "ProcessBackend"),
+    "dask": ("workpool._backends.dask", "DaskBackend"),
 }
 
 
