@@ -648,3 +648,13 @@ def test_map_with_per_task_options_runs_one_task_per_item(
     pool = make_pool(2)
     assert list(pool.options(**options).map(square, range(50))) == [x * x for x in range(50)]
     assert pool.stats().submitted == 50
+
+
+def test_leaving_a_batched_map_early_cancels_without_failures(make_pool: MakePool) -> None:
+    """Closing a batched map ends its batches cancelled or done, never failed."""
+    pool = make_pool(1)
+    results = pool.map(square, range(100_000))
+    assert next(results) == 0
+    results.close()  # type: ignore[attr-defined]
+    assert pool.wait(30)
+    assert pool.stats().failed == 0

@@ -453,3 +453,27 @@ def test_rate_limit_is_validated() -> None:
         engine(1, rate_limit=(0, 1.0))
     with pytest.raises(ValueError, match="period"):
         engine(1, rate_limit=(1, 0))
+
+
+def test_deadlines_of_ended_attempts_are_dropped() -> None:
+    """Finished tasks do not stay referenced by the deadline heap until their deadline."""
+    s = engine(1)
+    s.submit(make_task(timeout=3600), 0)
+    slot = started_slot(s)
+    for i in range(500):
+        task = s.take(slot, i)
+        assert task is not None
+        s.complete(slot, task, None, i)
+        s.submit(make_task(timeout=3600), i)
+    assert len(s._deadlines) <= 70
+
+
+def test_a_worker_that_failed_to_start_is_forgotten() -> None:
+    """start_failed detaches the slot without starting another at once."""
+    s = engine(min_workers=0, max_workers=2)
+    s.submit(make_task(), 0)
+    slot = started_slot(s)
+    s.start_failed(slot)
+    assert s.live == 0 and s.waking == 0 and s.wakeups == [] and s.queued == 1
+    s.submit(make_task(), 1)  # the next event tries again
+    assert len(s.wakeups) == 2

@@ -140,3 +140,11 @@ def test_asyncio_default_executor_and_cancellation() -> None:
     asyncio.run(main(executor))
     wait_until(lambda: executor.stats().cancelled == 1)
     executor.shutdown()
+
+
+def test_with_block_error_still_runs_every_task_as_the_stdlib() -> None:
+    """The drop-in keeps the stdlib's with: an exception in the block cancels nothing."""
+    with pytest.raises(KeyError), workpool.ThreadPoolExecutor(1) as executor:
+        futures = [executor.submit(abs, -i) for i in range(20)]
+        raise KeyError("boom")
+    assert [f.result() for f in futures] == list(range(20))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -219,3 +220,70 @@ def test_sigterm_default_still_terminates() -> None:
     assert proc.stdout is not None and proc.stdout.readline().strip() == "up"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_wait_from_inside_a_task_raises_instead_of_hanging() -> None:
+    """pool.wait() in one of the pool's own tasks would wait for itself: RuntimeError."""
+    with workpool.Pool(1) as pool:
+        task = pool.submit(lambda: pool.wait(timeout=5))
+        with pytest.raises(RuntimeError, match="inside a task"):
+            task.result(timeout=10)
+
+
+def test_shutdown_from_inside_a_task_returns() -> None:
+    """shutdown() in a task closes the pool and returns; the pool drains afterwards."""
+    pool = workpool.Pool(1)
+    report = pool.submit(lambda: pool.shutdown(wait=True)).result(timeout=10)
+    assert report.completed is False and pool.stats().closed
+    assert pool.shutdown().completed
+
+
+def test_a_thread_that_cannot_start_does_not_lose_the_task(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If a worker thread cannot start, submit still succeeds and the task runs later."""
+    real_start = threading.Thread.start
+    failures = [RuntimeError("can't start new thread")]
+
+    def flaky_start(self: threading.Thread) -> None:
+        if self.name.startswith("workpool-") and failures:
+            raise failures.pop()
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", flaky_start)
+    with workpool.Pool(1) as pool:
+        first = pool.submit(sum, [1, 2])  # its worker fails to start: logged, task queued
+        assert "could not start a worker" in caplog.text
+        second = pool.submit(sum, [3, 4])  # this event starts one
+        assert (first.result(timeout=10), second.result(timeout=10)) == (3, 7)
+
+
+def test_initializer_failing_in_a_later_worker_still_shuts_down() -> None:
+    """A pool broken by its second worker's initializer wakes the first to retire."""
+    calls = itertools.count()
+    barrier = threading.Barrier(2, timeout=10)
+
+    def init() -> None:
+        if next(calls) == 1:
+            raise ValueError("second worker")
+
+    pool = workpool.Pool(2, initializer=init)
+    first = pool.submit(abs, -1)
+    assert first.result(timeout=10) == 1
+    wait_until(lambda: pool.stats().idle == 1)
+    pool.submit(barrier.wait)  # starts the second worker, whose initializer fails
+    pool.submit(barrier.wait)
+    wait_until(lambda: pool._core.broken_error is not None)
+    assert pool.shutdown(timeout=10).completed
+
+
+def test_wait_from_a_done_callback_does_not_wait_for_its_own_task() -> None:
+    """A done-callback may call pool.wait(): it does not wait for the task it belongs to."""
+    with workpool.Pool(1) as pool:
+        waited: list[bool] = []
+        pool.pause()  # so that the callback is in place before the task runs
+        task = pool.submit(abs, -1)
+        task.add_done_callback(lambda _: waited.append(pool.wait(timeout=5)))
+        pool.resume()
+        assert pool.wait(timeout=10)
+    assert waited == [True]

@@ -20,7 +20,7 @@ from typing import Any
 from ._backends import Backend
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
-from ._events import Observer, announce, emit
+from ._events import Observer, announce, emit, logger
 from ._stats import PoolStats
 from ._task import Task, _current
 
@@ -49,6 +49,7 @@ class PoolCore:
         self._done_waiters = 0
         self._timer: threading.Thread | None = None
         self._resolving: list[Task[Any]] = []  # counted final, future not yet resolved
+        self._settling = threading.local()  # the task whose callbacks this thread runs
         self.observers: tuple[Observer, ...] = ()  # replaced whole, so never iterated mid-change
         self.backend = backend(self, **backend_options)
 
@@ -59,6 +60,7 @@ class PoolCore:
         if self.observers:  # before a worker can see the task, so events keep their order
             emit(self.observers, "task_submitted", task)
         engine = self.engine
+        wakeups, accepted = None, False
         try:
             with self.lock:
                 if self.broken_error is not None:
@@ -68,20 +70,21 @@ class PoolCore:
                         raise QueueFull(engine.queue_size)
                     self._wait_for_room(timeout)
                 engine.submit(task, self.clock())
+                accepted = True
                 if engine.timer_dirty:  # only ever with a rate limit
                     self._kick_timer()
                 wakeups = self._take_wakeups()
         except BaseException as error:
-            if self.observers:
+            if self.observers and not accepted:
                 emit(self.observers, "task_rejected", task, error)
             raise
-        if wakeups:
-            self._dispatch(wakeups)
+        finally:
+            if wakeups:  # even past a Ctrl-C: a wake-up decided is never dropped
+                self._dispatch(wakeups)
 
     def _wait_for_room(self, timeout: float | None) -> None:
         engine = self.engine
-        running = _current.get()
-        if running is not None and running[0]._owner is self:
+        if self.in_own_task():
             raise QueueFull(
                 engine.queue_size,
                 "a task of this pool submitted to it while its queue is full: waiting could "
@@ -120,6 +123,11 @@ class PoolCore:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until no task is queued, delayed or running; False on timeout."""
+        if self.in_own_task():
+            raise RuntimeError(
+                "wait() was called from inside a task of the same pool: it would wait for "
+                "that task itself; wait for the tasks you need (task.result()) instead"
+            )
         with self.lock:
             self._done_waiters += 1
             try:
@@ -127,8 +135,17 @@ class PoolCore:
             finally:
                 self._done_waiters -= 1
 
+    def in_own_task(self) -> bool:
+        """Whether the caller runs inside a task of this pool."""
+        running = _current.get()
+        return running is not None and running[0]._owner is self
+
     def _all_finished(self) -> bool:
-        return self.engine.unfinished == 0 and not self._resolving
+        resolving = self._resolving
+        if self.engine.unfinished or not resolving:
+            return not self.engine.unfinished
+        # A done-callback may wait() while its own task is still being resolved.
+        return len(resolving) == 1 and resolving[0] is getattr(self._settling, "task", None)
 
     def control(self, change: Callable[[Scheduler], Any], event: str) -> None:
         """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
@@ -143,7 +160,13 @@ class PoolCore:
             self._dispatch(wakeups)
 
     def join(self, timeout: float | None) -> bool:
-        """After ``close``: wait for every task, then for the workers and the timer to exit."""
+        """After ``close``: wait for every task, then for the workers and the timer to exit.
+
+        From inside a task of this pool it returns False at once: that task cannot end while
+        it waits, so the pool drains on its own once the caller returns.
+        """
+        if self.in_own_task():
+            return False
         deadline = None if timeout is None else self.clock() + timeout
 
         def remaining() -> float | None:
@@ -251,18 +274,29 @@ class PoolCore:
             self.engine.exited(slot)
 
     def broken(self, slot: WorkerSlot, error: BaseException) -> None:
-        broken = BrokenPool(f"a worker initializer raised {type(error).__name__}: {error}")
+        if isinstance(error, WorkerCrashed):
+            broken = BrokenPool(f"a worker failed to start: {error}")
+        else:
+            broken = BrokenPool(f"a worker initializer raised {type(error).__name__}: {error}")
         broken.__cause__ = error
         with self.lock:
             if self.broken_error is None:
                 self.broken_error = broken
-            self.engine.lose(slot, None, self.clock())
+            task, outcome = self.engine.lose(slot, broken, self.clock())
             self.engine.close()
             failed = self.engine.cancel_waiting(Outcome.FAILED)
+            if task is not None and outcome is not _RETRY:
+                failed.append(task)  # taken by the worker that could not start it
             self._resolving.extend(failed)
-            self._take_wakeups()  # a broken pool starts no worker
+            wakeups = self._take_wakeups() or []
             self._not_full.notify_all()
             self._timer_wakeup.notify()
+        for other in wakeups:  # a broken pool starts no worker; idle ones wake to retire
+            if other.handle is not None:
+                self.backend.wake(other)
+            else:
+                with self.lock:
+                    self.engine.start_failed(other)
         if self.observers:
             emit(self.observers, "pool_changed", "broken")
         for task in failed:
@@ -289,16 +323,20 @@ class PoolCore:
     def _dispatch(self, wakeups: list[WorkerSlot]) -> None:
         backend = self.backend
         for slot in wakeups:
-            if slot.handle is None:
-                try:
-                    backend.start(slot)
-                except BaseException as exc:
-                    self.lost(slot, exc)
-                    raise
-                if self.observers:
-                    emit(self.observers, "worker_started", slot.id)
-            else:
+            if slot.handle is not None:
                 backend.wake(slot)
+                continue
+            try:
+                backend.start(slot)
+            except Exception:
+                # Not the caller's fault (its task is queued): say so, and let the queue wait
+                # for a worker that frees up or the next attempt to start one.
+                logger.exception("workpool could not start a worker")
+                with self.lock:
+                    self.engine.start_failed(slot)
+                continue
+            if self.observers:
+                emit(self.observers, "worker_started", slot.id)
 
     def _conclude(self, task: Task[Any], outcome: Outcome, error: BaseException) -> None:
         """An attempt that ended without returning: settle it, or report its retry."""
@@ -312,20 +350,27 @@ class PoolCore:
         self, task: Task[Any], outcome: Outcome, value: Any, error: BaseException | None
     ) -> None:
         """Resolve a task's future to its counted outcome; then tell ``wait()`` if it waits."""
-        if self.observers:
-            ended = CancelledError() if outcome is _CANCELLED else error
-            emit(self.observers, "task_finished", task, ended)
-        if outcome is _SUCCEEDED:
-            task.set_result(value)
-        elif outcome is _CANCELLED:
-            task._mark_cancelled()
-        else:
-            task.set_exception(error)
-        self._resolving.remove(task)
-        if self._done_waiters:
-            with self.lock:
-                if self._all_finished():
-                    self._all_done.notify_all()
+        callbacks = bool(task._done_callbacks)
+        if callbacks:  # user code runs in here: wait() from it must not wait for this task
+            self._settling.task = task
+        try:
+            if self.observers:
+                ended = CancelledError() if outcome is _CANCELLED else error
+                emit(self.observers, "task_finished", task, ended)
+            if outcome is _SUCCEEDED:
+                task.set_result(value)
+            elif outcome is _CANCELLED:
+                task._mark_cancelled()
+            else:
+                task.set_exception(error)
+        finally:  # even past a Ctrl-C in a callback, wait() must not wait for it forever
+            if callbacks:
+                self._settling.task = None
+            self._resolving.remove(task)
+            if self._done_waiters:
+                with self.lock:
+                    if self._all_finished():
+                        self._all_done.notify_all()
 
     # -- time ---------------------------------------------------------------------------------
 

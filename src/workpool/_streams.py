@@ -51,6 +51,8 @@ def run_batch(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> Batch:
             if task is not None and task._cancel_requested:
                 raise CancelledError()  # the map was closed: the rest is unwanted
             results.append(fn(*args))
+    except CancelledError:
+        raise  # the map was closed: the batch ends cancelled, not failed
     except Exception as error:
         raise BatchFailed(results, error, time.perf_counter() - started) from None
     return results, time.perf_counter() - started
@@ -141,7 +143,11 @@ class MapStream:
     def _next_done(self) -> Task[Any]:
         if self._ordered:
             task = self._in_flight.popleft()
-            task.exception(self._remaining())  # wait; raises TimeoutError past the deadline
+            try:
+                task.exception(self._remaining())  # wait; raises TimeoutError past the deadline
+            except FuturesTimeout:
+                task.cancel()  # no longer in flight: cancel() at close would miss it
+                raise
             return task
         try:
             task = self._completed.get(timeout=self._remaining())

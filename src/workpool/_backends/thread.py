@@ -50,7 +50,12 @@ class ThreadBackend(Backend):
         )
         slot.handle = Parker()
         self._threads[slot.id] = thread
-        thread.start()
+        try:
+            thread.start()
+        except BaseException:
+            del self._threads[slot.id]  # never started: nothing to join, nothing to wake
+            slot.handle = None
+            raise
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.wake()

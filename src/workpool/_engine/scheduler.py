@@ -249,6 +249,14 @@ class Scheduler:
         self._refill()
         return task, outcome
 
+    def start_failed(self, slot: WorkerSlot) -> None:
+        """The backend could not start ``slot``'s worker: forget the slot, start none now.
+
+        The queued tasks wait for a worker that frees up, or for the next event to try again.
+        """
+        if self._slots.get(slot.id) is slot:
+            self._detach(slot, gone=True)
+
     def exited(self, slot: WorkerSlot) -> None:
         """A lost worker is finally gone."""
         if slot.state is SlotState.LOST:
@@ -413,9 +421,21 @@ class Scheduler:
         timeout = task.options.timeout
         if timeout is not None:
             deadline = task._deadline = now + timeout
-            if not self._deadlines or deadline < self._deadlines[0][0]:
+            deadlines = self._deadlines
+            if len(deadlines) > 64 and len(deadlines) > 4 * self.busy:
+                deadlines = self._drop_stale_deadlines()
+            if not deadlines or deadline < deadlines[0][0]:
                 self.timer_dirty = True
-            heapq.heappush(self._deadlines, (deadline, task._seq, task, task.attempts))
+            heapq.heappush(deadlines, (deadline, task._seq, task, task.attempts))
+
+    def _drop_stale_deadlines(self) -> list[tuple[float, int, Task[Any], int]]:
+        """Forget the deadlines of attempts that ended: they would keep finished tasks (and
+        their results) alive until the deadline passed."""
+        self._deadlines = [
+            e for e in self._deadlines if e[2]._wp_state is _RUNNING and e[2].attempts == e[3]
+        ]
+        heapq.heapify(self._deadlines)
+        return self._deadlines
 
     def _end_attempt(self, slot: WorkerSlot, task: Task[Any], now: float) -> None:
         self.busy -= 1
