@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 from ._async_core import AsyncCore, AsyncTask
 from ._engine import Scheduler
 from ._events import Observer
-from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
+from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._pool import ShutdownReport, _bounds, _check_args
 from ._stats import PoolStats
 
@@ -143,18 +143,8 @@ class AsyncPool:
         ``submit_timeout`` bounds how long ``submit`` waits for room in a full queue before it
         raises ``QueueFull``.
         """
-        changes = {
-            key: value
-            for key, value in (
-                ("priority", priority),
-                ("timeout", timeout),
-                ("retries", retries),
-                ("retry", retry),
-                ("name", name),
-            )
-            if value is not None
-        }
-        return AsyncOptionsView(self, DEFAULT_OPTIONS.merged(**changes), submit_timeout)
+        given = {"priority": priority, "timeout": timeout, "retries": retries, "retry": retry}
+        return AsyncOptionsView(self, task_options(name=name, **given), submit_timeout)
 
     def map(
         self,

@@ -85,3 +85,8 @@ class TaskOptions:
 
 
 DEFAULT_OPTIONS = TaskOptions()
+
+
+def task_options(**given: Any) -> TaskOptions:
+    """The default options with those ``given`` that are not None (``pool.options(...)``)."""
+    return DEFAULT_OPTIONS.merged(**{k: v for k, v in given.items() if v is not None})

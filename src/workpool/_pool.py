@@ -13,7 +13,7 @@ from ._backends import backend_class
 from ._core import PoolCore
 from ._engine import Scheduler
 from ._events import Observer
-from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions
+from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
 from ._streams import Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
@@ -126,18 +126,8 @@ class Pool(Executor):
         ``submit_timeout`` bounds how long ``submit`` waits for room in a full queue before it
         raises ``QueueFull``.
         """
-        changes = {
-            key: value
-            for key, value in (
-                ("priority", priority),
-                ("timeout", timeout),
-                ("retries", retries),
-                ("retry", retry),
-                ("name", name),
-            )
-            if value is not None
-        }
-        return TaskOptionsView(self, DEFAULT_OPTIONS.merged(**changes), submit_timeout)
+        given = {"priority": priority, "timeout": timeout, "retries": retries, "retry": retry}
+        return TaskOptionsView(self, task_options(name=name, **given), submit_timeout)
 
     def map(
         self,
