@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
@@ -35,3 +36,18 @@ def assert_accounted(stats: workpool.PoolStats) -> None:
         + stats.cancelled
         + stats.timed_out
     ), stats
+
+
+def direct_children() -> set[int]:
+    """Pids of this process's live children (Linux /proc)."""
+    me = str(os.getpid())
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    if stat.read().rsplit(")", 1)[1].split()[1] == me:
+                        children.add(int(entry))
+            except OSError:
+                continue  # it exited meanwhile
+    return children

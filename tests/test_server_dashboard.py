@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import LONG_LIVED, direct_children
 from server_support import TOKEN, Gate, Server
 
 pytest.importorskip("fastapi", reason="needs workpool[server]")
@@ -50,12 +51,18 @@ def gate(tmp_path: Path) -> Iterator[Gate]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One Chromium for the module: launching it is the slow part."""
+    before = direct_children()
     with sync_api.sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        # Playwright's driver and Chromium's helper processes live as long as the module's
+        # browser, and Chromium starts and ends renderers on its own schedule.
+        driver = direct_children() - before
+        LONG_LIVED.update(driver)
         try:
             yield chromium
         finally:
             chromium.close()
+            LONG_LIVED.difference_update(driver)
 
 
 @pytest.fixture
