@@ -355,8 +355,15 @@ def test_cancelled_task_wakes_wait_and_as_completed(make_pool: MakePool, gate: G
     pool.submit(gate.wait)
     gate.await_entries(1)
     queued = pool.submit(square, 5)
-    threading.Timer(0.01, queued.cancel).start()
-    done, _ = cf.wait([queued], timeout=10)
+
+    def cancel_once_waited_on() -> None:
+        wait_until(lambda: bool(queued._waiters))  # cf.wait has installed its waiter
+        queued.cancel()
+
+    canceller = threading.Thread(target=cancel_once_waited_on)
+    canceller.start()
+    done, _ = cf.wait([queued], timeout=10)  # no worker is free: only the cancel can end it
+    canceller.join()
     assert queued in done
 
 

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import threading
 
 import pytest
+from helpers import wait_until
 
 import workpool
 from workpool import TaskOptions
@@ -20,8 +21,15 @@ def make_task() -> Task[int]:
 def test_result_waits_for_a_result_set_later() -> None:
     """result() before resolution waits on a Condition built on demand."""
     task = make_task()
-    threading.Timer(0.01, task.set_result, (5,)).start()
+
+    def resolve_once_waited_on() -> None:
+        wait_until(lambda: task._cond is not None)  # result() has built the Condition
+        task.set_result(5)
+
+    resolver = threading.Thread(target=resolve_once_waited_on)
+    resolver.start()
     assert task.result(timeout=10) == 5
+    resolver.join()
 
 
 def test_resolving_twice_raises_invalid_state() -> None:
