@@ -72,6 +72,19 @@ def test_as_completed_sees_every_task_of_a_racing_batch() -> None:
             assert sorted(t.result() for t in cf.as_completed(tasks, timeout=10)) == list(range(8))
 
 
+def test_callbacks_added_while_the_pool_resolves_run_exactly_once() -> None:
+    """A callback added from another thread as its task resolves runs once, never zero times."""
+    calls: list[int] = []
+    with workpool.Pool(2) as pool:
+        tasks = [pool.submit(abs, -i) for i in range(3000)]
+        adder = threading.Thread(
+            target=lambda: [t.add_done_callback(lambda t: calls.append(t.result())) for t in tasks]
+        )
+        adder.start()
+        adder.join()
+    assert sorted(calls) == list(range(3000))
+
+
 def test_asyncio_awaits_a_task() -> None:
     """asyncio.wrap_future turns a Task into an awaitable, as for any Future."""
 

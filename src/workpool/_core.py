@@ -22,7 +22,7 @@ from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, Wor
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
 from ._stats import PoolStats
-from ._task import Task, _current
+from ._task import _FINISHED, Task, _current
 
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
@@ -65,7 +65,7 @@ class PoolCore:
             with self.lock:
                 if self.broken_error is not None:
                     raise self.broken_error
-                if engine.full and not engine.closed:
+                if engine.queue_size and engine.full and not engine.closed:
                     if not block:
                         raise QueueFull(engine.queue_size)
                     self._wait_for_room(timeout)
@@ -73,7 +73,8 @@ class PoolCore:
                 accepted = True
                 if engine.timer_dirty:  # only ever with a rate limit
                     self._kick_timer()
-                wakeups = self._take_wakeups()
+                if engine.wakeups:
+                    wakeups, engine.wakeups = engine.wakeups, []
         except BaseException as error:
             if self.observers and not accepted:
                 emit(self.observers, "task_rejected", task, error)
@@ -230,13 +231,21 @@ class PoolCore:
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY
             if final:
-                self._resolving.append(task)
+                if task._cond is None and outcome is not _CANCELLED and not self.observers:
+                    # Nobody waits on it and nothing is to be told: resolve it here, which this
+                    # lock orders against the creation of its Condition (see Task).
+                    task._result, task._exception, task._state = value, error, _FINISHED
+                    final = False
+                    if self._done_waiters and self._all_finished():
+                        self._all_done.notify_all()
+                else:
+                    self._resolving.append(task)
             wakeups = self._after_take()
         if wakeups:
             self._dispatch(wakeups)
         if final:
             self._settle(task, outcome, value, error)
-        elif self.observers:
+        elif outcome is _RETRY and self.observers:
             emit(self.observers, "task_retried", task, error)
         if self.observers:
             announce(self.observers, slot.id, next_task)
@@ -316,9 +325,14 @@ class PoolCore:
         """Bookkeeping after the queue shrank: room for submitters, the timer, wake-ups."""
         if self._space_waiters:
             self._not_full.notify()
-        if self.engine.timer_dirty:
+        engine = self.engine
+        if engine.timer_dirty:
             self._kick_timer()
-        return self._take_wakeups()
+        wakeups = engine.wakeups
+        if not wakeups:
+            return None
+        engine.wakeups = []
+        return wakeups
 
     def _dispatch(self, wakeups: list[WorkerSlot]) -> None:
         backend = self.backend

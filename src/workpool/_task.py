@@ -59,8 +59,10 @@ class Task(Future[T], Generic[T]):
     A stdlib Future builds a ``threading.Condition`` up front, which costs more than the rest of
     a task's dispatch. A Task builds it only when someone must wait for it (``result()`` before
     it is done, ``wait``, ``as_completed``, a done-callback); a task resolved before that is
-    resolved without one. The two are ordered by one short global lock, so that nobody can
-    start waiting on a Condition that the resolving thread did not see.
+    resolved without one. The two are ordered by a lock, so that nobody can start waiting on a
+    Condition that the resolving thread did not see: the owner's own lock if it has one (a
+    thread or process pool then resolves an unwatched task under the lock it holds anyway), else
+    one short global lock.
     """
 
     # Set on every task; the rarer fields below fall back to class-level defaults.
@@ -76,6 +78,13 @@ class Task(Future[T], Generic[T]):
         "kwargs",
         "options",
     )
+
+    # Future's fields, until they are set. Its waiter and callback lists are only ever touched
+    # under the Condition, so they are built with it; until then, nothing is in them.
+    _result: Any = None
+    _exception: BaseException | None = None
+    _waiters: Any = ()
+    _done_callbacks: Any = ()
 
     # The scheduler writes these (under the pool's lock) only when they change.
     worker: WorkerSlot | None = None
@@ -94,10 +103,6 @@ class Task(Future[T], Generic[T]):
     ) -> None:
         # Future.__init__ is not called: it would build the Condition now (see above).
         self._state = _PENDING
-        self._result: T | None = None
-        self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Callable[[Future[T]], object]] = []
         self._cond: threading.Condition | None = None
         self.fn = fn
         self.args = args
@@ -114,21 +119,24 @@ class Task(Future[T], Generic[T]):
         """Future's Condition, built on first use."""
         cond = self._cond
         if cond is None:
-            with _condition_creation:
+            with getattr(self._owner, "lock", _condition_creation):
                 cond = self._cond
                 if cond is None:
+                    self._waiters = []
+                    self._done_callbacks = []
                     cond = self._cond = threading.Condition()
         return cond
 
     @_condition.setter
     def _condition(self, cond: threading.Condition) -> None:
+        self._waiters, self._done_callbacks = [], []
         self._cond = cond
 
     def _resolve_unwatched(self, result: Any, exception: BaseException | None) -> bool:
         """Resolve without a Condition if nobody has one to wait on; False if somebody has."""
         if self._cond is not None:
             return False
-        with _condition_creation:
+        with getattr(self._owner, "lock", _condition_creation):
             if self._cond is not None:
                 return False
             if self._state in _DONE_STATES:
@@ -136,8 +144,7 @@ class Task(Future[T], Generic[T]):
             self._result = result
             self._exception = exception
             self._state = _FINISHED
-        self._invoke_callbacks()  # type: ignore[attr-defined]  # Future's private helper
-        return True
+        return True  # and no callback to run: adding one builds the Condition
 
     def set_result(self, result: T) -> None:
         if not self._resolve_unwatched(result, None):
@@ -149,7 +156,7 @@ class Task(Future[T], Generic[T]):
 
     def result(self, timeout: float | None = None) -> T:
         if self._state == _FINISHED and self._exception is None:
-            return self._result  # type: ignore[return-value]  # FINISHED: set by set_result
+            return self._result  # type: ignore[no-any-return]  # FINISHED: set by set_result
         return super().result(timeout)
 
     def done(self) -> bool:

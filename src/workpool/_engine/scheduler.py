@@ -25,7 +25,7 @@ from .queue import ReadyQueue
 from .rate import RateLimit
 from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
 
-_QUEUED, _RUNNING = TaskState.QUEUED, TaskState.RUNNING
+_QUEUED, _RUNNING, _DONE_OK = TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED
 
 
 _SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED
@@ -169,7 +169,7 @@ class Scheduler:
             or slot.recycle
         ):
             return self._retire(slot)
-        if not self.paused and self._may_start(now):
+        if not self.paused and (self._rate is None or self._may_start(now)):
             task = self._queue.pop()
             if task is not None:
                 self._start(slot, task, now)
@@ -209,8 +209,12 @@ class Scheduler:
             return Outcome.STALE
         self._end_attempt(slot, task, now)
         slot.tasks_done += 1
-        if error is None:
-            return self._finish(task, _SUCCEEDED)
+        if error is None:  # the common case, spared a call to _finish
+            self.succeeded += 1
+            task._wp_state = _DONE_OK
+            if task._deadline is not None:
+                task._deadline = None
+            return _SUCCEEDED
         if isinstance(error, CancelledError) and task._cancel_requested:
             return self._finish(task, Outcome.CANCELLED)
         timed_out = isinstance(error, TaskTimeout) and (
@@ -359,8 +363,8 @@ class Scheduler:
         task._enqueued_at = now
         self._queue.push(task, now)
         self.queued += 1
-        if not self.paused and self.queued > self.waking:
-            self._refill()
+        if self.queued > self.waking and (self._idle or len(self._slots) < self.max_workers):
+            self._refill()  # else every worker is busy: the first one done takes it
 
     def _refill(self) -> None:
         """Wake idle workers, then start new ones, until every ready task has one coming."""
