@@ -35,7 +35,14 @@ def started_slot(sched: Scheduler) -> WorkerSlot:
 
 def accounted(s: Scheduler) -> bool:
     return s.submitted == (
-        s.queued + s.delayed + s.busy + s.succeeded + s.failed + s.cancelled + s.timed_out
+        s.queued
+        + s.reserved
+        + s.delayed
+        + s.busy
+        + s.succeeded
+        + s.failed
+        + s.cancelled
+        + s.timed_out
     )
 
 
@@ -477,3 +484,67 @@ def test_a_worker_that_failed_to_start_is_forgotten() -> None:
     assert s.live == 0 and s.waking == 0 and s.wakeups == [] and s.queued == 1
     s.submit(make_task(), 1)  # the next event tries again
     assert len(s.wakeups) == 2
+
+
+# -- tasks reserved ahead of time ---------------------------------------------------------------
+
+
+def busy_engine(workers: int = 1, queued: int = 3) -> tuple[Scheduler, WorkerSlot, list[Task[Any]]]:
+    """One busy worker (on the first task) and ``queued`` more tasks waiting."""
+    s = engine(workers)
+    tasks = [make_task() for _ in range(queued + 1)]
+    for task in tasks:
+        s.submit(task, 0)
+    slot = s.wakeups.pop(0)
+    assert s.take(slot, 0) is tasks[0]
+    return s, slot, tasks
+
+
+def test_reserved_task_starts_next_on_its_worker() -> None:
+    """A busy worker is handed its next task ahead; take starts it, even past a pause."""
+    s, slot, tasks = busy_engine()
+    assert s.reserve(slot) is tasks[1]
+    assert s.reserve(slot) is None  # one at a time
+    assert tasks[1].state is TaskState.QUEUED and s.stats().queued == 3 and accounted(s)
+    s.pause()
+    s.complete(slot, tasks[0], None, 0.001)
+    assert s.take(slot, 0.001) is tasks[1]  # its worker has it already
+    assert tasks[1].state is TaskState.RUNNING and accounted(s)
+
+
+def test_reserve_only_for_short_tasks_and_spare_work() -> None:
+    """No reservation after a long task, nor for a task a woken worker is coming for."""
+    s, slot, tasks = busy_engine()
+    s.complete(slot, tasks[0], None, 1.0)  # ran one second
+    assert s.take(slot, 1.0) is tasks[1]
+    assert s.reserve(slot) is None
+    s2, slot2, _ = busy_engine(workers=2, queued=1)  # the second worker is starting for it
+    assert s2.reserve(slot2) is None
+
+
+def test_unreserved_task_goes_back_to_the_head_of_the_queue() -> None:
+    """A task taken back is the next to run, ahead of the tasks queued after it."""
+    s, slot, tasks = busy_engine()
+    s.reserve(slot)
+    assert s.unreserve(slot) is tasks[1]
+    assert accounted(s)
+    s.complete(slot, tasks[0], None, 0.001)
+    assert s.take(slot, 0.001) is tasks[1]
+
+
+def test_lost_worker_hands_its_reserved_task_on_unstarted() -> None:
+    """A worker that dies with a task reserved puts that task back, attempts unchanged."""
+    s, slot, tasks = busy_engine()
+    s.reserve(slot)
+    s.lose(slot, WorkerCrashed(tasks[0].id), 0.001)
+    replacement = s.wakeups.pop()
+    assert s.take(replacement, 0.002) is tasks[1]
+    assert tasks[1].attempts == 1 and accounted(s)
+
+
+def test_cancel_of_a_reserved_task_only_requests() -> None:
+    """The scheduler cannot cancel a task its worker holds: the backend must recall it first."""
+    s, slot, tasks = busy_engine()
+    s.reserve(slot)
+    assert s.cancel(tasks[1]) is None and tasks[1]._cancel_requested
+    assert tasks[1] in s.waiting_tasks()

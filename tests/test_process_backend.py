@@ -454,3 +454,129 @@ def test_check_in_a_worker_process_stops_at_the_deadline(pool: workpool.Pool) ->
     with pytest.raises(workpool.TaskTimeout):
         task.result(timeout=60)
     assert task.state is workpool.TaskState.TIMED_OUT
+
+
+# -- tasks sent ahead ---------------------------------------------------------------------------
+
+
+def wait_then(started: Any, release: Any, value: Any, exit_code: int | None = None) -> Any:
+    started.set()
+    release.wait(60)
+    if exit_code is not None:
+        os._exit(exit_code)
+    return value
+
+
+def record(ran: Any, value: Any) -> Any:
+    ran.append(value)
+    return value
+
+
+def sent_ahead(pool: workpool.Pool) -> list[Any]:
+    """The tasks already in a worker's pipe behind its running one."""
+    children = pool._core.backend._children.values()  # type: ignore[attr-defined]
+    return [c.ahead for c in children if c.ahead is not None and c.ahead_no is not None]
+
+
+def blocked_with_one_ahead(pool: workpool.Pool, manager: SyncManager) -> tuple[Any, ...]:
+    """A worker blocked in a task, with the next task (which records its run) sent ahead."""
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
+    pool.pause()  # both queued when the worker takes the first: the second goes ahead
+    blocker = pool.submit(wait_then, started, release, "done")
+    behind = pool.submit(record, ran, "behind")
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == [behind])
+    return blocker, behind, release, ran
+
+
+def test_task_sent_ahead_is_cancelled_before_it_starts(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """A task in a worker's pipe but not started cancels at once and never runs there."""
+    pool = make_process_pool(workers=1)
+    blocker, behind, release, ran = blocked_with_one_ahead(pool, manager)
+    assert behind.cancel() and behind.state is TaskState.CANCELLED
+    release.set()
+    assert blocker.result(timeout=30) == "done"
+    assert pool.submit(record, ran, "after").result(timeout=30) == "after"
+    assert list(ran) == ["after"]
+    assert_accounted(pool.stats())
+
+
+def test_task_sent_ahead_is_taken_by_a_worker_that_frees_up(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """A free worker takes over a task waiting in a busy worker's pipe instead of idling."""
+    pool = make_process_pool(workers=2)
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    short_started, short_release = manager.Event(), manager.Event()
+    [t.result(timeout=30) for t in [pool.submit(abs, -i) for i in range(4)]]
+    short = pool.submit(wait_then, short_started, short_release, "short")
+    assert short_started.wait(30)
+    pool.pause()  # then the other worker takes the blocker with the next task queued
+    blocker = pool.submit(wait_then, started, release, "done")
+    behind = pool.submit(record, ran, "behind")
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == [behind])
+    short_release.set()
+    assert short.result(timeout=30) == "short"
+    assert behind.result(timeout=30) == "behind"  # while the blocker still runs
+    assert not blocker.done() and list(ran) == ["behind"]
+    release.set()
+    assert blocker.result(timeout=30) == "done"
+
+
+@pytest.mark.parametrize("how", ["crash", "timeout"])
+def test_task_sent_ahead_survives_the_loss_of_its_worker(
+    make_process_pool: Any, manager: SyncManager, how: str
+) -> None:
+    """When the running task kills its worker, the task behind it runs on the replacement."""
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)
+    pool.pause()
+    if how == "crash":
+        doomed = pool.submit(wait_then, started, release, None, 3)
+    else:
+        doomed = pool.options(timeout=1).submit(wait_then, started, release, None)
+    behind = pool.submit(record, ran, "behind")
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == [behind])
+    if how == "crash":
+        release.set()
+    with pytest.raises(WorkerCrashed if how == "crash" else TaskTimeout):
+        doomed.result(timeout=30)
+    assert behind.result(timeout=30) == "behind" and behind.attempts == 1
+    assert list(ran) == ["behind"]
+    assert_accounted(pool.stats())
+
+
+def test_pause_takes_back_a_task_sent_ahead(make_process_pool: Any, manager: SyncManager) -> None:
+    """Once paused, a task waiting in a worker's pipe does not start until resume."""
+    pool = make_process_pool(workers=1)
+    blocker, behind, release, ran = blocked_with_one_ahead(pool, manager)
+    pool.pause()
+    release.set()
+    assert blocker.result(timeout=30) == "done"
+    wait_until(lambda: pool.stats().busy == 0)
+    assert behind.state is TaskState.QUEUED and list(ran) == []
+    pool.resume()
+    assert behind.result(timeout=30) == "behind"
+
+
+def test_shutdown_cancel_futures_cancels_a_task_sent_ahead(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """shutdown(cancel_futures=True) cancels the task in a worker's pipe like any queued one."""
+    pool = make_process_pool(workers=1)
+    blocker, behind, release, ran = blocked_with_one_ahead(pool, manager)
+    report = pool.shutdown(wait=False, cancel_futures=True)
+    assert behind in report.cancelled and behind.state is TaskState.CANCELLED
+    release.set()
+    assert blocker.result(timeout=30) == "done"
+    pool.shutdown(wait=True)
+    assert list(ran) == []

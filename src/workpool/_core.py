@@ -22,10 +22,11 @@ from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, Wor
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
 from ._stats import PoolStats
-from ._task import _FINISHED, Task, _current
+from ._task import _FINISHED, Task, TaskState, _current
 
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
+_QUEUED = TaskState.QUEUED
 
 
 class PoolCore:
@@ -108,6 +109,9 @@ class PoolCore:
     def cancel(self, task: Task[Any]) -> bool:
         """``Task.cancel``: see there."""
         with self.lock:
+            reserved_on = task.worker if task._wp_state is _QUEUED else None
+            if reserved_on is not None and self.backend.recall(reserved_on, task):
+                self.engine.unreserve(reserved_on)  # back in the queue, where cancel finds it
             verdict = self.engine.cancel(task)
             slot = task.worker
             if verdict:
@@ -152,6 +156,8 @@ class PoolCore:
         """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
         with self.lock:
             change(self.engine)
+            if self.engine.paused:
+                self._recall_reserved()  # none may start while paused
             if self.engine.timer_dirty:
                 self._kick_timer()
             wakeups = self._take_wakeups()
@@ -191,6 +197,8 @@ class PoolCore:
         with self.lock:
             engine = self.engine
             engine.close()
+            if cancel_waiting:
+                self._recall_reserved()
             cancelled = engine.cancel_waiting() if cancel_waiting else []
             self._resolving.extend(cancelled)
             running = engine.running_tasks() if stop_running else []
@@ -211,6 +219,8 @@ class PoolCore:
 
     def take(self, slot: WorkerSlot) -> Next:
         with self.lock:
+            if self.engine.reserved and not self.engine.queued:
+                self._steal_for(slot)
             task = self.engine.take(slot, self.clock())
             wakeups = self._after_take()
         if wakeups:
@@ -228,6 +238,8 @@ class PoolCore:
             outcome = engine.complete(slot, task, error, now)
             if outcome is _STALE:
                 return RETIRE  # its loss was reported when the pool gave up on it
+            if engine.reserved and not engine.queued and slot.ahead is None:
+                self._steal_for(slot)
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY
             if final:
@@ -263,6 +275,10 @@ class PoolCore:
 
     def park_timeout(self) -> float | None:
         return self.engine.park_timeout()
+
+    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
+        with self.lock:
+            return self.engine.reserve(slot)
 
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:
@@ -310,6 +326,22 @@ class PoolCore:
             emit(self.observers, "pool_changed", "broken")
         for task in failed:
             self._settle(task, Outcome.FAILED, None, broken)
+
+    # -- reserved tasks (under the lock) -------------------------------------------------------
+
+    def _recall_reserved(self) -> None:
+        """Put back in the queue every reserved task that its worker has not started."""
+        for slot in self.engine.reservations():
+            if self.backend.recall(slot, slot.ahead):  # type: ignore[arg-type]  # reserved
+                self.engine.unreserve(slot)
+
+    def _steal_for(self, slot: WorkerSlot) -> None:
+        """``slot`` is about to find the queue empty: take back a task reserved for a busy
+        worker, so that it runs now, here, rather than after that worker's current task."""
+        for other in self.engine.reservations():
+            if other is not slot and self.backend.recall(other, other.ahead):  # type: ignore[arg-type]
+                self.engine.unreserve(other)
+                return
 
     # -- acting on decisions ------------------------------------------------------------------
 

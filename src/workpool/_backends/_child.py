@@ -5,8 +5,10 @@ itself comes with the first task, unless the forkserver preloaded it). The paren
 after the start: the child runs the initializer and answers ``READY`` or the initializer's error,
 then serves one task per message until it receives ``STOP`` (or its pipe closes).
 
-Messages, all bytes: a task is ``dumps((fn, args, kwargs, about))``, where ``about`` is
-``(task_seq, attempt, deadline, timeout, trace_carrier)``; a reply is
+Messages, all bytes: a task is its number (8 bytes) then ``dumps((fn, args, kwargs, about))``,
+where ``about`` is ``(task_seq, attempt, deadline, timeout, trace_carrier)``. The parent may
+send a task while the previous one runs, and take it back until it starts (``Dispatch``): a
+task taken back gets no reply. A reply is
 ``dumps((ok, value_or_error, traceback_text, rss_bytes))``. With ``about``, the task runs with a
 ``workpool.current_task()`` of its own (its id, attempt and deadline: ``check()`` works; a
 cancel arrives as SIGTERM instead) and, given a trace carrier, under the submitter's trace.
@@ -18,21 +20,52 @@ import contextlib
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Iterator
+from ctypes import c_int64
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, NamedTuple
 
 READY = b"ready"
 STOP = b""
 
 _PR_SET_PDEATHSIG = 1
 
+NUMBER = struct.Struct("<q")
+"""A task message's number, ahead of its pickle."""
 
-def main(conn: Connection, initializer: bytes | None, measure_rss: bool, start_method: str) -> None:
+
+class Dispatch(NamedTuple):
+    """Shared with the parent: the number of the last task started, and of one to skip."""
+
+    lock: Any  # a multiprocessing Lock
+    started: Any  # a shared c_int64
+    skip: Any  # a shared c_int64
+
+    @classmethod
+    def create(cls, context: Any) -> Dispatch:
+        return cls(context.Lock(), context.RawValue(c_int64, 0), context.RawValue(c_int64, 0))
+
+    def begin(self, number: int) -> bool:
+        """Record that task ``number`` starts; False if the parent took it back."""
+        with self.lock:
+            if self.skip.value == number:
+                return False
+            self.started.value = number
+            return True
+
+
+def main(
+    conn: Connection,
+    initializer: bytes | None,
+    measure_rss: bool,
+    start_method: str,
+    dispatch: Dispatch,
+) -> None:
     """The worker process's entry point."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -47,11 +80,12 @@ def main(conn: Connection, initializer: bytes | None, measure_rss: bool, start_m
         conn.send_bytes(_reply(False, exc, traceback.format_exc(), 0))
         return
     conn.send_bytes(READY)
-    _serve(conn, measure_rss)
+    _serve(conn, measure_rss, dispatch)
 
 
-def _serve(conn: Connection, measure_rss: bool) -> None:
+def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
     recv, send = conn.recv_bytes, conn.send_bytes
+    number_size = NUMBER.size
     while True:
         try:
             message = recv()
@@ -59,9 +93,11 @@ def _serve(conn: Connection, measure_rss: bool) -> None:
             return  # the parent is gone
         if message == STOP:
             return
+        if not dispatch.begin(NUMBER.unpack_from(message)[0]):
+            continue
         tb = None
         try:
-            fn, args, kwargs, about = pickle.loads(message)
+            fn, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
             with _running_as(fn, args, kwargs, about):
                 value, ok = fn(*args, **kwargs), True
         except BaseException as exc:

@@ -51,6 +51,10 @@ class WorkerHost(Protocol):
     def broken(self, slot: WorkerSlot, error: BaseException) -> None:
         """The worker's initializer raised: the pool is broken."""
 
+    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
+        """The next task for busy ``slot`` to have ahead of time, or None (see
+        ``Scheduler.reserve``); ``take`` or ``done`` returns it later, when it starts."""
+
 
 class Backend(ABC):
     """Runs workers for a pool. One instance per pool."""
@@ -84,6 +88,14 @@ class Backend(ABC):
     @abstractmethod
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
         """Stop ``task`` running on ``slot`` (as far as this backend can)."""
+
+    def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
+        """Take back ``task``, reserved for ``slot``: True if its worker will never run it.
+
+        Called under the pool's lock, so it must not block for long. Backends that never
+        reserve have nothing to take back.
+        """
+        return False
 
     @abstractmethod
     def join(self, timeout: float | None) -> bool:

@@ -43,6 +43,12 @@ from .base import Backend, Interruption
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
 
+_AHEAD_MAX_BYTES = 32 * 1024
+"""A task sent ahead must fit in the pipe's buffer, so that sending never waits for the child."""
+
+_RECALL_WAIT = 0.1
+"""How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
+
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 
 
@@ -79,16 +85,38 @@ def default_start_method() -> str:
 
 
 class _Child:
-    """One child process and what its proxy and ``interrupt`` share about it."""
+    """One child process and what its proxy, ``interrupt`` and ``recall`` share about it.
 
-    __slots__ = ("conn", "current", "kill_at", "lock", "parker", "process", "stopping")
+    A short task's successor is sent *ahead*, while the child still runs it, so that the child
+    never waits for the parent between the two. Each message is numbered; the child records the
+    number it starts in ``dispatch.started`` and skips a message whose number ``recall`` wrote in
+    ``dispatch.skip``, both under ``dispatch.lock``, so a recalled task surely never runs.
+    """
+
+    __slots__ = (
+        "ahead",
+        "ahead_no",
+        "conn",
+        "current",
+        "dispatch",
+        "kill_at",
+        "lock",
+        "parker",
+        "process",
+        "sent",
+        "stopping",
+    )
 
     def __init__(self) -> None:
         self.parker = Parker()
-        self.lock = threading.Lock()  # orders interrupt() against the proxy's send and reply
+        self.lock = threading.Lock()  # orders interrupt() and recall() against the proxy
         self.process: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
+        self.dispatch: _child.Dispatch | None = None
         self.current: Task[Any] | None = None  # the task the child runs, if any
+        self.ahead: Task[Any] | None = None  # the task reserved for it, if the proxy has it
+        self.ahead_no: int | None = None  # that task's message number, once it is sent
+        self.sent = 0  # messages numbered so far
         self.stopping: Interruption | None = None  # why it is being killed
         self.kill_at: float | None = None  # when SIGTERM's grace ends
 
@@ -156,6 +184,27 @@ class ProcessBackend(Backend):
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.parker.wake()
 
+    def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
+        child: _Child = slot.handle
+        with child.lock:
+            if child.ahead is not task:
+                return False  # the proxy has not taken it in hand yet: it checks for a cancel
+            if child.ahead_no is None:  # not sent (yet): it never will be
+                child.ahead = None
+                return True
+            dispatch = child.dispatch
+            assert dispatch is not None
+            if not dispatch.lock.acquire(timeout=_RECALL_WAIT):
+                return False  # the child died holding it, or is stuck: treat it as started
+            try:
+                if dispatch.started.value >= child.ahead_no:
+                    return False  # it has begun: too late
+                dispatch.skip.value = child.ahead_no
+            finally:
+                dispatch.lock.release()
+            child.ahead = child.ahead_no = None
+            return True
+
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
         child: _Child = slot.handle
         with child.lock:
@@ -212,7 +261,16 @@ class ProcessBackend(Backend):
 
     def _launch(self, child: _Child) -> None:
         ours, theirs = self._context.Pipe()
-        args = (theirs, self._initializer, self.max_memory is not None, self.start_method)
+        child.dispatch = _child.Dispatch.create(self._context)
+        child.sent = 0
+        child.ahead = child.ahead_no = None
+        args = (
+            theirs,
+            self._initializer,
+            self.max_memory is not None,
+            self.start_method,
+            child.dispatch,
+        )
         process = self._context.Process(  # type: ignore[attr-defined]  # every context has it
             target=_child.main, args=args, name="workpool-worker"
         )
@@ -239,23 +297,32 @@ class ProcessBackend(Backend):
     def _run(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> Next:
         """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
         host = self.host
-        try:
-            about = (task._seq, task.attempts, task._deadline, task.options.timeout)
-            payload = dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
-        except Exception as exc:
-            return host.done(slot, task, None, exc)  # this task only: the worker is fine
+        assert child.conn is not None
+        with child.lock:
+            sent = child.ahead is task and child.ahead_no is not None
+            if child.ahead is task:
+                child.ahead = child.ahead_no = None
+        payload = None
+        if not sent:
+            try:
+                payload = self._message(child, task)
+            except Exception as exc:
+                return host.done(slot, task, None, exc)  # this task only: the worker is fine
         with child.lock:
             child.current = task
             # An interrupt that came before ``current`` was set did nothing: act on it here.
             given_up = task._cancel_requested or task._expired
-        if given_up:
+        if given_up and not sent:
             with child.lock:
                 child.current = None
             return host.done(slot, task, None, CancelledError())
-        assert child.conn is not None
+        if given_up:  # it was sent ahead and may be running already: stop the child
+            self.interrupt(slot, task, "timeout" if task._expired else "cancel")
         try:
-            child.conn.send_bytes(payload)
-            del payload
+            if payload is not None:
+                child.conn.send_bytes(payload)
+                del payload
+            self._send_ahead(slot, child)
             reply = self._receive(child)
         except (EOFError, OSError):
             self._lost(slot, child, task)
@@ -266,6 +333,35 @@ class ProcessBackend(Backend):
                 slot.recycle = True  # it answered, but it is being killed: replace it
         value, error = self._decode(slot, task, reply)
         return host.done(slot, task, value, error)
+
+    def _message(self, child: _Child, task: Task[Any]) -> bytes:
+        """The task's message to the child: its number, then the pickled call."""
+        about = (task._seq, task.attempts, task._deadline, task.options.timeout)
+        pickled = dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
+        child.sent += 1
+        return _child.NUMBER.pack(child.sent) + pickled
+
+    def _send_ahead(self, slot: WorkerSlot, child: _Child) -> None:
+        """While the child runs its task, send it the next one, if the pool reserves one."""
+        task = self.host.reserve(slot)
+        if task is None:
+            return
+        with child.lock:
+            child.ahead = task
+            if task._cancel_requested:
+                return  # it starts as usual, and ends cancelled at once
+        try:
+            message = self._message(child, task)
+        except Exception:
+            return  # it fails as usual once it starts
+        if len(message) > _AHEAD_MAX_BYTES:
+            return  # sent once it starts, when the pipe is sure to be empty
+        assert child.conn is not None
+        with child.lock:
+            if child.ahead is not task:
+                return  # recalled meanwhile
+            child.ahead_no = child.sent
+        child.conn.send_bytes(message)
 
     def _receive(self, child: _Child) -> bytes:
         """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""

@@ -42,6 +42,16 @@ class ReadyQueue:
             self._seq += 1
             heapq.heappush(self._heap, (self._aging * now - priority, self._seq, task))
 
+    def push_back(self, task: Task[Any]) -> None:
+        """Put back a task taken out by ``pop``, in the place it had."""
+        priority = task.options.priority
+        if priority == 0:  # it was the oldest when it left: the deque stays sorted
+            self._fifo.appendleft(task)
+        else:
+            self._seq += 1
+            entry = (self._aging * task._enqueued_at - priority, self._seq, task)
+            heapq.heappush(self._heap, entry)
+
     def pop(self) -> Task[Any] | None:
         """The best queued task, or None; skips tasks cancelled while they waited."""
         fifo, heap = self._fifo, self._heap

@@ -27,6 +27,9 @@ from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
 
 _QUEUED, _RUNNING, _DONE_OK = TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED
 
+RESERVE_BELOW = 0.05
+"""Seconds: a worker whose last task ran shorter may be handed its next one ahead of time."""
+
 
 _SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED
 _RETRY = Outcome.RETRY
@@ -66,6 +69,7 @@ class Scheduler:
         self.paused = False
         self.closed = False
         self.queued = self.delayed = self.busy = self.waking = self.lost_alive = 0
+        self.reserved = 0  # taken out of the queue by reserve(), not started yet
         self.submitted = self.succeeded = self.failed = self.cancelled = self.timed_out = 0
         self.retried = self.crashed = self.started = self.ended = 0
         self.wait_total = self.wait_max = self.run_total = self.run_max = 0.0
@@ -100,7 +104,7 @@ class Scheduler:
 
     @property
     def unfinished(self) -> int:
-        return self.queued + self.delayed + self.busy
+        return self.queued + self.reserved + self.delayed + self.busy
 
     # -- events from the submitting side ------------------------------------------------------
 
@@ -119,14 +123,14 @@ class Scheduler:
         False: it had already finished.
         """
         state = task._wp_state
-        if state is _QUEUED:
+        if state is _QUEUED and task.worker is None:
             if any(entry[2] is task for entry in self._delayed):
                 self.delayed -= 1  # its heap entry is skipped when it comes due
             else:
                 self.queued -= 1
             self._finish(task, Outcome.CANCELLED)
             return True
-        if state is _RUNNING:
+        if state is _RUNNING or state is _QUEUED:  # running, or reserved: its worker has it
             task._cancel_requested = True
             return None
         return False
@@ -162,6 +166,12 @@ class Scheduler:
         state = slot.state
         if state is _STARTING or state is _WOKEN:
             self.waking -= 1
+        ahead = slot.ahead
+        if ahead is not None:  # its worker has it already: it starts whatever else holds
+            slot.ahead = None
+            self.reserved -= 1
+            self._start(slot, ahead, now)
+            return ahead
         limit = self.max_tasks_per_worker
         if (
             len(self._slots) > self.max_workers
@@ -172,6 +182,7 @@ class Scheduler:
         if not self.paused and (self._rate is None or self._may_start(now)):
             task = self._queue.pop()
             if task is not None:
+                self.queued -= 1
                 self._start(slot, task, now)
                 return task
             if self.closed and not self.delayed:
@@ -197,6 +208,50 @@ class Scheduler:
         if self.min_workers == self.max_workers or self.idle_timeout is None:
             return None
         return self.idle_timeout
+
+    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
+        """Hand busy ``slot`` its next task ahead of time, so that its worker never waits for
+        one between two short tasks (a worker process has it sent while it runs the current).
+
+        Only a worker whose last task was short gets one, and only a task that no idle or
+        woken worker is coming for. The task stays QUEUED until ``take`` starts it; until then
+        ``unreserve`` can put it back (for a cancel, or an idle worker that would take it).
+        """
+        limit = self.max_tasks_per_worker
+        if (
+            slot.state is not _BUSY
+            or slot.ahead is not None
+            or slot.last_run >= RESERVE_BELOW
+            or self.queued <= self.waking
+            or self.paused
+            or self._rate is not None
+            or slot.recycle
+            or len(self._slots) > self.max_workers
+            or (limit and slot.tasks_done + 1 >= limit)
+        ):
+            return None
+        task = self._queue.pop()
+        if task is not None:
+            self.queued -= 1
+            self.reserved += 1
+            slot.ahead = task
+            task.worker = slot
+        return task
+
+    def unreserve(self, slot: WorkerSlot) -> Task[Any]:
+        """Put ``slot``'s reserved task back in the queue, in its place; return it."""
+        task = slot.ahead
+        assert task is not None
+        slot.ahead = None
+        task.worker = None
+        self.reserved -= 1
+        self.queued += 1
+        self._queue.push_back(task)
+        return task
+
+    def reservations(self) -> list[WorkerSlot]:
+        """The slots holding a reserved task."""
+        return [slot for slot in self._slots.values() if slot.ahead is not None]
 
     def complete(
         self, slot: WorkerSlot, task: Task[Any], error: BaseException | None, now: float
@@ -236,6 +291,8 @@ class Scheduler:
             self.exited(slot)  # already given up on (a timeout, a cancel): nothing more to end
             return None, None
         task = slot.task
+        if slot.ahead is not None:  # it never started: it waits for another worker
+            self.unreserve(slot)
         was_idle = slot.state is SlotState.IDLE
         self._detach(slot, gone=gone)
         if was_idle:
@@ -328,7 +385,7 @@ class Scheduler:
             workers=len(self._slots),
             idle=len(self._idle),
             busy=self.busy,
-            queued=self.queued,
+            queued=self.queued + self.reserved,
             delayed=self.delayed,
             submitted=self.submitted,
             succeeded=self.succeeded,
@@ -355,7 +412,8 @@ class Scheduler:
 
     def waiting_tasks(self) -> list[Task[Any]]:
         delayed = [e[2] for e in self._delayed if e[2]._wp_state is _QUEUED]
-        return [*self._queue, *delayed]
+        reserved = [slot.ahead for slot in self._slots.values() if slot.ahead is not None]
+        return [*reserved, *self._queue, *delayed]
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -407,7 +465,6 @@ class Scheduler:
         self.wakeups.append(slot)
 
     def _start(self, slot: WorkerSlot, task: Task[Any], now: float) -> None:
-        self.queued -= 1
         self.busy += 1
         self.started += 1
         slot.state = _BUSY
@@ -446,7 +503,7 @@ class Scheduler:
         self.ended += 1
         slot.task = None
         task.worker = None
-        ran = now - task._started_at
+        ran = slot.last_run = now - task._started_at
         self.run_total += ran
         if ran > self.run_max:
             self.run_max = ran

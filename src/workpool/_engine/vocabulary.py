@@ -28,13 +28,17 @@ class WorkerSlot:
     """The scheduler's record of one worker; the backend keeps its thread or process in
     ``handle``."""
 
-    __slots__ = ("handle", "id", "recycle", "state", "task", "tasks_done")
+    __slots__ = ("ahead", "handle", "id", "last_run", "recycle", "state", "task", "tasks_done")
 
     def __init__(self, slot_id: int) -> None:
         self.id = slot_id
         self.state = SlotState.STARTING
         self.task: Task[Any] | None = None
+        self.ahead: Task[Any] | None = None
+        """The task handed to this worker ahead of time (``Scheduler.reserve``), if any."""
         self.tasks_done = 0
+        self.last_run = 0.0
+        """How long the worker's last attempt ran, in seconds."""
         self.handle: Any = None
         self.recycle = False
         """Set by a backend (say, a worker over its memory limit): retire at the next take."""
