@@ -49,9 +49,11 @@ def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Ba
     the first error or when cancelled."""
     started = time.perf_counter()
     running = _current.get()
-    # A task made in a worker process has no owner: its cancel comes as a signal, never as this
-    # flag, so the flag is not worth reading once per item there.
-    task = None if running is None or running[0]._owner is None else running[0]
+    task = None if running is None else running[0]
+    if getattr(task, "_owner", task) is None:
+        # A Task made in a worker process has no owner: its cancel comes as a signal, never as
+        # this flag, so the flag is not worth reading once per item there.
+        task = None
     results: list[Any] = []
     append = results.append
     try:
