@@ -6,6 +6,17 @@ interleaved rounds, and ``report`` prints and saves the results. Everything insi
 imports relatively, so it works as ``benchmarks`` in a checkout and wherever it is installed.
 """
 
-from .cli import SCENARIOS, add_arguments, build_parser, main, run
+
+from typing import Any
 
 __all__ = ["SCENARIOS", "add_arguments", "build_parser", "main", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: a process pool's new worker imports ``tasks`` from here, and must not pay for the
+    # whole harness (its peers, its report: some 200 ms) before its first task.
+    if name in __all__:
+        from . import cli
+
+        return getattr(cli, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

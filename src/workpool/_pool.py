@@ -177,22 +177,29 @@ class Pool(Executor):
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
-        def submit_batch(items: list[tuple[Any, ...]]) -> Task[Batch]:
-            task = Task(run_batch, (fn, items), {}, batch_options, core)
+        star = len(iterables) != 1  # one input: its items go as they are, not in 1-tuples
+
+        def submit_batch(items: list[Any]) -> Task[Batch]:
+            task = Task(run_batch, (fn, items, star), {}, batch_options, core)
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
         if window is None:
             window = _BATCH_WINDOW if batching else max(16, 4 * workers)
+        if batching and not star:
+            items: Iterator[Any] = iter(iterables[0])
+        else:
+            items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
         stream = MapStream(
             submit,
             submit_batch,
-            zip(*iterables),  # noqa: B905  # stops at the shortest input, as Executor.map does
+            items,
             window=window,
             max_tasks=2 * workers + 2 if batching else window,
             ordered=ordered,
             timeout=timeout,
             sizer=BatchSizer(fixed=chunksize) if batching else None,
+            probes=workers,
         )
         return track(stream.results())
 

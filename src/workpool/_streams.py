@@ -6,11 +6,15 @@ awaited first); unordered ones as they complete. When the consumer stops early, 
 raises, the work still in flight is cancelled.
 
 Small items are run in *batches*, one task per batch, because a task's dispatch costs far more
-than a trivial call. A ``BatchSizer`` starts every map at one item per batch (so slow items are
-spread over every worker at once) and grows batches while they run short, towards a target
-duration per batch. A batch runs its items in order and stops at the first error: the batch
-task fails (so ``stats()`` counts a failure), carrying the results before it, and ``map`` raises
-the item's error when it reaches that item, as ``Executor.map`` does.
+than a trivial call. A ``BatchSizer`` starts every map with one single-item batch per worker (so
+slow items are spread over every worker at once, and nothing queues behind those probes) and
+grows batches while they run short, towards a target duration per batch. It also learns a batch's
+dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
+tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
+runs about as long as that overhead, and their target grows with it, so that a map on processes
+ramps up in two steps instead of six. A batch runs its items in order and stops at the first
+error: the batch task fails (so ``stats()`` counts a failure), carrying the results before it,
+and ``map`` raises the item's error when it reaches that item, as ``Executor.map`` does.
 """
 
 from __future__ import annotations
@@ -40,17 +44,28 @@ class BatchFailed(Exception):
         self.seconds = seconds
 
 
-def run_batch(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> Batch:
-    """Call ``fn`` on each item in order; stop at the first error or when cancelled."""
+def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Batch:
+    """Call ``fn`` on each item in order (``fn(*item)`` if ``star``, else ``fn(item)``); stop at
+    the first error or when cancelled."""
     started = time.perf_counter()
     running = _current.get()
     task = None if running is None else running[0]
+    if getattr(task, "_owner", task) is None:
+        # A Task made in a worker process has no owner: its cancel comes as a signal, never as
+        # this flag, so the flag is not worth reading once per item there.
+        task = None
     results: list[Any] = []
+    append = results.append
     try:
-        for args in items:
-            if task is not None and task._cancel_requested:
-                raise CancelledError()  # the map was closed: the rest is unwanted
-            results.append(fn(*args))
+        if task is not None:
+            for item in items:
+                if task._cancel_requested:
+                    raise CancelledError()  # the map was closed: the rest is unwanted
+                append(fn(*item) if star else fn(item))
+        else:
+            # extend() keeps what the iterator gave before an error: ``results`` still says
+            # which item raised. It runs the loop in C, the fastest a worker process can go.
+            results.extend(itertools.starmap(fn, items) if star else map(fn, items))
     except CancelledError:
         raise  # the map was closed: the batch ends cancelled, not failed
     except Exception as error:
@@ -58,22 +73,38 @@ def run_batch(fn: Callable[..., Any], items: list[tuple[Any, ...]]) -> Batch:
     return results, time.perf_counter() - started
 
 
-class BatchSizer:
-    """Items per batch, adapted so that a batch runs about ``target`` seconds."""
+_OVERHEAD_SHARE = 8
+"""A batch should run at least this many times its dispatch overhead (overhead under 12%)."""
 
-    __slots__ = ("fixed", "limit", "size", "target")
+
+class BatchSizer:
+    """Items per batch, adapted so that a batch runs about ``target`` seconds, or longer where
+    dispatching a batch costs much (see the module's docstring)."""
+
+    __slots__ = ("fixed", "limit", "overhead", "size", "target")
 
     def __init__(self, fixed: int | None = None, target: float = 0.002, limit: int = 1024) -> None:
         self.fixed = fixed
         self.size = fixed or 1
         self.target = target
         self.limit = limit
+        self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
 
-    def update(self, items: int, seconds: float) -> None:
+    def update(self, items: int, seconds: float, overhead: float = 0.0) -> None:
+        """A batch of ``items`` ran ``seconds``, and took ``overhead`` more to come back."""
         if self.fixed or items == 0:
             return
-        ideal = self.target * items / seconds if seconds > 0 else self.limit
-        self.size = max(1, min(self.limit, int(ideal), self.size * 4))  # grow at most 4x a step
+        if overhead > 0 and (not self.overhead or overhead < self.overhead):
+            self.overhead = overhead
+        if seconds <= 0:
+            self.size = min(self.limit, self.size * 4)
+            return
+        per_item = seconds / items
+        ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
+        # At most 4x a step, so that items that turn slow are not bunched; but where dispatch
+        # costs more than the target (processes), waiting steps out costs more than that risk.
+        growth = max(self.size * 4, _OVERHEAD_SHARE * self.overhead / per_item)
+        self.size = max(1, int(min(self.limit, ideal, growth)))
 
 
 class MapStream:
@@ -82,33 +113,38 @@ class MapStream:
     def __init__(
         self,
         submit: Callable[[tuple[Any, ...]], Task[Any]],
-        submit_batch: Callable[[list[tuple[Any, ...]]], Task[Batch]] | None,
-        items: Iterator[tuple[Any, ...]],
+        submit_batch: Callable[[list[Any]], Task[Batch]] | None,
+        items: Iterator[Any],
         *,
         window: int,
         max_tasks: int,
         ordered: bool,
         timeout: float | None,
         sizer: BatchSizer | None = None,
+        probes: int = 1,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
         self._submit = submit
         self._submit_batch = submit_batch if sizer is not None else None
         self._sizer = sizer or BatchSizer(fixed=1)
-        self._items: Iterator[tuple[Any, ...]] | None = items
+        self._items: Iterator[Any] | None = items
         self._window = window
         self._max_tasks = max_tasks
+        # Until the first batch comes back, only ``probes`` single-item batches go out: more
+        # would queue behind them and delay the first real batch by a dispatch each.
+        self._probes = probes if self._submit_batch is not None and not self._sizer.fixed else 0
         self._ordered = ordered
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
         self._sizes: dict[Task[Any], int] = {}
         self._pending_items = 0
-        self._completed: queue.SimpleQueue[Task[Any]] = queue.SimpleQueue()
+        self._completed: queue.SimpleQueue[tuple[Task[Any], float]] = queue.SimpleQueue()
         self._fill()  # start the first window now, as Executor.map starts all
 
     def _fill(self) -> None:
-        while len(self._in_flight) < self._max_tasks and self._pending_items < self._window:
+        most = self._probes or self._max_tasks
+        while len(self._in_flight) < most and self._pending_items < self._window:
             if not self._feed():
                 return
 
@@ -131,8 +167,9 @@ class MapStream:
         self._in_flight.append(task)
         self._sizes[task] = len(chunk)
         self._pending_items += len(chunk)
-        if not self._ordered:
-            task.add_done_callback(self._completed.put)  # type: ignore[arg-type]  # put(item)
+        if self._submit_batch is not None or not self._ordered:
+            put, clock = self._completed.put, time.monotonic
+            task.add_done_callback(lambda _: put((task, clock())))
         return True
 
     def _remaining(self) -> float | None:
@@ -141,20 +178,51 @@ class MapStream:
         return max(0.0, self._deadline - time.monotonic())
 
     def _next_done(self) -> Task[Any]:
-        if self._ordered:
-            task = self._in_flight.popleft()
-            try:
-                task.exception(self._remaining())  # wait; raises TimeoutError past the deadline
-            except FuturesTimeout:
-                task.cancel()  # no longer in flight: cancel() at close would miss it
-                raise
+        if not self._ordered:
+            task = self._next_completed()
+            self._in_flight.remove(task)
             return task
+        task = self._in_flight[0]
+        if self._submit_batch is None:
+            task.exception(self._remaining())  # wait; raises TimeoutError past the deadline
+        else:
+            self._learn_completed()
+            while not task.done():  # keep the window full while an early batch runs long
+                self._next_completed()
+                self._fill()
+        return self._in_flight.popleft()
+
+    def _next_completed(self) -> Task[Any]:
+        """Wait for the next task to complete, and learn from it if it is a batch."""
         try:
-            task = self._completed.get(timeout=self._remaining())
+            task, done_at = self._completed.get(timeout=self._remaining())
         except queue.Empty:
             raise FuturesTimeout() from None
-        self._in_flight.remove(task)
+        if self._submit_batch is not None:
+            self._learn(task, done_at)
         return task
+
+    def _learn_completed(self) -> None:
+        """Learn from the batches that completed while the consumer was busy."""
+        get = self._completed.get_nowait
+        while True:
+            try:
+                task, done_at = get()
+            except queue.Empty:
+                return
+            self._learn(task, done_at)
+
+    def _learn(self, task: Task[Any], done_at: float) -> None:
+        try:
+            values, seconds = task.result(0)
+            items = len(values)
+        except BatchFailed as failed:
+            items, seconds = len(failed.results) + 1, failed.seconds
+        except BaseException:  # cancelled, or lost with its worker: no measure
+            return
+        overhead = done_at - task._started_at - seconds if task._started_at else 0.0
+        self._sizer.update(items, seconds, overhead)
+        self._probes = 0
 
     def results(self) -> Iterator[Any]:
         """Yield each result; cancel what is still in flight when closed or on error."""
@@ -168,11 +236,10 @@ class MapStream:
                     yield task.result()
                     continue
                 try:
-                    values, seconds = task.result()
+                    values, _ = task.result()
                 except BatchFailed as failed:
                     yield from failed.results
                     raise failed.error from None
-                self._sizer.update(len(values), seconds)
                 yield from values
                 self._pending_items -= size  # only now: the window bounds what is read ahead
                 self._fill()

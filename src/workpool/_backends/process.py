@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import multiprocessing
 import multiprocessing.util
 import os
@@ -39,6 +40,9 @@ from ..observe.carrier import trace_carrier
 from . import _child
 from ._parking import Parker
 from .base import Backend, Interruption
+
+_MAIN_ENV = "WORKPOOL_FORKSERVER_MAIN"
+"""Where the forkserver learns the main script's path (``_main_preload``)."""
 
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
@@ -275,6 +279,8 @@ class ProcessBackend(Backend):
             target=_child.main, args=args, name="workpool-worker"
         )
         with self._spawn_lock:
+            if self.start_method == "forkserver":
+                _start_forkserver()
             child.process, child.conn = process, ours
             process.start()
             theirs.close()
@@ -414,14 +420,42 @@ def _preload_in_forkserver() -> None:
     """Have the forkserver import workpool once, so that each worker it forks starts warm.
 
     Without it every worker imports workpool anew (a few hundred milliseconds on a busy machine).
-    Too late once the server runs; the user's own preload list is kept.
+    Too late once the server runs; the user's own preload list is kept. Where that list names
+    ``__main__`` (the default), the main script is preloaded too (see ``_main_preload``).
     """
     from multiprocessing import forkserver
 
     server = forkserver._forkserver
     modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    if _child.__name__ not in modules:
-        forkserver.set_forkserver_preload([*modules, _child.__name__])
+    wanted = [m for m in (_child.__name__, _main_preload) if m not in modules]
+    if _main_preload in wanted and "__main__" not in modules:
+        wanted.remove(_main_preload)
+    if wanted:
+        forkserver.set_forkserver_preload([*modules, *wanted])
+
+
+_main_preload = "workpool._backends._main_preload"
+
+
+def _start_forkserver() -> None:
+    """Start the forkserver, if it is not running, telling it where the main script is."""
+    from multiprocessing import forkserver, spawn
+
+    server = forkserver._forkserver
+    if getattr(server, "_forkserver_pid", None) is not None:  # running (or restarted if dead)
+        forkserver.ensure_running()
+        return
+    data = spawn.get_preparation_data("workpool")
+    path = data.get("init_main_from_path")
+    if path is None or _main_preload not in getattr(server, "_preload_modules", ()):
+        forkserver.ensure_running()
+        return
+    about = {"path": path, "argv": data.get("sys_argv", []), "sys_path": data["sys_path"]}
+    os.environ[_MAIN_ENV] = json.dumps(about)
+    try:
+        forkserver.ensure_running()
+    finally:
+        os.environ.pop(_MAIN_ENV, None)
 
 
 def _alive(child: _Child) -> bool:
