@@ -186,3 +186,10 @@ def test_argparse_subcommand_passes_every_argument_through(
     assert args.bench_args == ["--only", "warp", "--quick"]
     assert args.run(args) == 2
     assert "unknown scenario warp" in capsys.readouterr().err
+
+
+def test_feature_cost_measures_every_configuration() -> None:
+    """benchmarks/feature_cost.py runs each feature's pool inline and times it."""
+    feature_cost = part("feature_cost")
+    for pool_args, submitter in feature_cost.CONFIGS.values():
+        assert feature_cost.run(20, pool_args, submitter) > 0

@@ -16,7 +16,7 @@ cancel arrives as SIGTERM instead) and, given a trace carrier, under the submitt
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import os
 import pickle
 import signal
@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
 from ctypes import c_int64
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
@@ -106,24 +105,21 @@ def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
         tb = None
         try:
             fn, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
-            with _running_as(fn, args, kwargs, about):
-                value, ok = fn(*args, **kwargs), True
+            value, ok = _run_as_task(fn, args, kwargs, about), True
         except BaseException as exc:
             value, ok, tb = exc, False, traceback.format_exc()
         send(_reply(ok, value, tb, _rss() if measure_rss else 0))
         del value, message  # free the task's data before waiting for the next
 
 
-@contextlib.contextmanager
-def _running_as(
+def _run_as_task(
     fn: Any, args: Any, kwargs: Any, about: tuple[int, int, float | None, float | None, Any]
-) -> Iterator[None]:
-    """Give the call a ``current_task()`` (and the submitter's trace, if one was sent)."""
-    from .._options import TaskOptions  # workpool itself: preloaded by the forkserver
-    from .._task import Task, _current
+) -> Any:
+    """Call ``fn`` with a ``current_task()`` of its own (and the submitter's trace, if sent)."""
+    from .._task import Task, _current  # workpool itself: preloaded by the forkserver
 
     seq, attempt, deadline, timeout, carrier = about
-    task: Task[Any] = Task(fn, args, kwargs, TaskOptions(timeout=timeout))
+    task: Task[Any] = Task(fn, args, kwargs, _options(timeout))
     task._seq, task.attempts, task._deadline = seq, attempt, deadline
     token = _current.set((task, attempt))
     try:
@@ -131,11 +127,18 @@ def _running_as(
             from ..observe.otel import attached  # only sent when OpenTelemetry is in use
 
             with attached(carrier):
-                yield
-        else:
-            yield
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
     finally:
         _current.reset(token)
+
+
+@functools.lru_cache(maxsize=64)
+def _options(timeout: float | None) -> Any:
+    """The options a task's context reports: only its timeout travels (built once per value)."""
+    from .._options import TaskOptions
+
+    return TaskOptions(timeout=timeout)
 
 
 def _reply(ok: bool, value: Any, tb: str | None, rss: int) -> bytes:
