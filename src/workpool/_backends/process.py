@@ -26,9 +26,11 @@ import multiprocessing
 import multiprocessing.util
 import os
 import pickle
+import select
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from multiprocessing.connection import Connection
 from typing import Any
@@ -107,6 +109,7 @@ class _Child:
         "lock",
         "parker",
         "process",
+        "readable",
         "sent",
         "stopping",
     )
@@ -116,6 +119,8 @@ class _Child:
         self.lock = threading.Lock()  # orders interrupt() and recall() against the proxy
         self.process: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
+        self.readable: Callable[[float], bool] = _no_pipe
+        """Wait up to so many seconds for the pipe to be readable (a reply or EOF)."""
         self.dispatch: _child.Dispatch | None = None
         self.current: Task[Any] | None = None  # the task the child runs, if any
         self.ahead: Task[Any] | None = None  # the task reserved for it, if the proxy has it
@@ -284,6 +289,7 @@ class ProcessBackend(Backend):
             child.process, child.conn = process, ours
             process.start()
             theirs.close()
+        child.readable = _readable(ours)
 
     def _serve(self, slot: WorkerSlot, child: _Child) -> None:
         host = self.host
@@ -374,7 +380,7 @@ class ProcessBackend(Backend):
         conn, process = child.conn, child.process
         assert conn is not None
         assert process is not None
-        while not conn.poll(_TICK):
+        while not child.readable(_TICK):
             kill_at = child.kill_at
             if kill_at is not None and time.monotonic() >= kill_at:
                 _signal(child, kill=True)
@@ -456,6 +462,20 @@ def _start_forkserver() -> None:
         forkserver.ensure_running()
     finally:
         os.environ.pop(_MAIN_ENV, None)
+
+
+def _no_pipe(timeout: float) -> bool:
+    raise OSError("no pipe to the child")
+
+
+def _readable(conn: Connection) -> Callable[[float], bool]:
+    """``conn.poll``, made cheap: ``Connection.poll`` builds a selector on every call, some
+    6 us, where a reused ``select.poll`` costs a tenth of it. Once per reply, it counts."""
+    if not hasattr(select, "poll"):
+        return conn.poll
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    return lambda timeout: bool(poller.poll(timeout * 1000))
 
 
 def _alive(child: _Child) -> bool:
