@@ -7,6 +7,7 @@ the stats account for every task. Task functions live at module level so that th
 from __future__ import annotations
 
 import ctypes
+import multiprocessing.process
 import os
 import pickle
 import resource
@@ -580,3 +581,19 @@ def test_shutdown_cancel_futures_cancels_a_task_sent_ahead(
     assert blocker.result(timeout=30) == "done"
     pool.shutdown(wait=True)
     assert list(ran) == []
+
+
+def test_worker_that_cannot_be_started_breaks_the_pool_clearly(
+    make_process_pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fork that fails (no more processes) fails the task with BrokenPool, saying why."""
+    pool = make_process_pool(workers=1)
+
+    def refuse(self: Any) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", refuse)
+    task = pool.submit(return_value, 1)
+    with pytest.raises(workpool.BrokenPool, match="not started: BlockingIOError"):
+        task.result(timeout=30)
+    assert isinstance(task.exception(), workpool.BrokenPool)

@@ -257,7 +257,11 @@ class ProcessBackend(Backend):
             assert child.conn is not None
             reply = child.conn.recv_bytes()
         except BaseException as exc:
-            if child.process is not None and isinstance(exc, (EOFError, OSError)):
+            if child.process is None and isinstance(exc, Exception):  # fork, pipe, forkserver
+                error = WorkerCrashed(reason=f"not started: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                exc = error
+            elif isinstance(exc, (EOFError, OSError)):
                 exc = WorkerCrashed(pid=child.pid, exitcode=_reap(child), reason="at start-up")
             self.host.broken(slot, exc)
             return False
@@ -284,11 +288,16 @@ class ProcessBackend(Backend):
             target=_child.main, args=args, name="workpool-worker"
         )
         with self._spawn_lock:
-            if self.start_method == "forkserver":
-                _start_forkserver()
+            try:
+                if self.start_method == "forkserver":
+                    _start_forkserver()
+                process.start()
+            except BaseException:
+                ours.close()  # never started: nothing to stop or reap
+                raise
+            finally:
+                theirs.close()
             child.process, child.conn = process, ours
-            process.start()
-            theirs.close()
         child.readable = _readable(ours)
 
     def _serve(self, slot: WorkerSlot, child: _Child) -> None:
