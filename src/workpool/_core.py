@@ -311,8 +311,13 @@ class PoolCore:
         return self.engine.park_timeout()
 
     def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
-        with self.lock:
+        lock = self.lock
+        if not lock.acquire(False):
+            _acquire(lock)
+        try:
             return self.engine.reserve(slot)
+        finally:
+            lock.release()
 
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:
