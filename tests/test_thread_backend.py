@@ -287,3 +287,20 @@ def test_wait_from_a_done_callback_does_not_wait_for_its_own_task() -> None:
         pool.resume()
         assert pool.wait(timeout=10)
     assert waited == [True]
+
+
+def test_submit_waits_for_a_pool_lock_held_long() -> None:
+    """A submit that finds the pool's lock held past its spins blocks, then goes through."""
+    with workpool.Pool(1) as pool:
+        lock = pool._core.lock
+        submitted: list[workpool.Task[int]] = []
+        lock.acquire()
+        try:
+            submitter = threading.Thread(target=lambda: submitted.append(pool.submit(abs, -7)))
+            submitter.start()
+            submitter.join(0.2)  # it spins, then blocks: it cannot get past a held lock
+            assert not submitted
+        finally:
+            lock.release()
+        submitter.join(10)
+        assert submitted[0].result(timeout=10) == 7
