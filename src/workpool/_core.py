@@ -21,33 +21,13 @@ from ._backends import Backend
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
+from ._locking import acquire
 from ._stats import PoolStats
 from ._task import _FINISHED, Task, TaskState, _current
 
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
 _QUEUED = TaskState.QUEUED
-
-
-_SPINS = 20
-"""Times a thread yields the GIL for a busy pool lock before it blocks on it."""
-
-
-def _acquire(lock: threading.Lock) -> None:
-    """Take the pool's lock when another thread holds it, without a convoy.
-
-    A thread that blocks on a lock is woken owning it, but must then wait for the GIL; the
-    thread running meanwhile soon needs the lock, blocks, and hands over the GIL; and so on:
-    once begun, every hand-over of the lock costs two context switches, for each task (about
-    10 us here, doubling the cost of a no-op task on two cores). The holder of the pool's lock
-    hardly ever blocks while holding it, so it waits for the GIL at most: yielding the GIL lets
-    it finish and release, and the lock is then taken by a thread that runs.
-    """
-    for _ in range(_SPINS):
-        time.sleep(0)
-        if lock.acquire(False):
-            return
-    lock.acquire()  # held for long: by a thread in the backend's recall, say
 
 
 class PoolCore:
@@ -85,7 +65,7 @@ class PoolCore:
         wakeups, accepted = None, False
         try:
             if not lock.acquire(False):
-                _acquire(lock)
+                acquire(lock)
             try:
                 if self.broken_error is not None:
                     raise self.broken_error
@@ -245,7 +225,7 @@ class PoolCore:
     def take(self, slot: WorkerSlot) -> Next:
         lock = self.lock
         if not lock.acquire(False):
-            _acquire(lock)
+            acquire(lock)
         try:
             if self.engine.reserved and not self.engine.queued:
                 self._steal_for(slot)
@@ -264,7 +244,7 @@ class PoolCore:
     ) -> Next:
         engine, lock = self.engine, self.lock
         if not lock.acquire(False):
-            _acquire(lock)
+            acquire(lock)
         try:
             now = self.clock()  # under the lock: no task can be queued "after" this moment
             outcome = engine.complete(slot, task, error, now)
@@ -313,7 +293,7 @@ class PoolCore:
     def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
         lock = self.lock
         if not lock.acquire(False):
-            _acquire(lock)
+            acquire(lock)
         try:
             return self.engine.reserve(slot)
         finally:

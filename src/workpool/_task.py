@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._errors import TaskTimeout
+from ._locking import acquire
 from ._options import TaskOptions
 
 if TYPE_CHECKING:
@@ -119,12 +120,17 @@ class Task(Future[T], Generic[T]):
         """Future's Condition, built on first use."""
         cond = self._cond
         if cond is None:
-            with getattr(self._owner, "lock", _condition_creation):
+            lock = getattr(self._owner, "lock", _condition_creation)
+            if not lock.acquire(False):
+                acquire(lock)  # the pool's lock, busy with workers: see _locking
+            try:
                 cond = self._cond
                 if cond is None:
                     self._waiters = []
                     self._done_callbacks = []
                     cond = self._cond = threading.Condition()
+            finally:
+                lock.release()
         return cond
 
     @_condition.setter
@@ -136,7 +142,10 @@ class Task(Future[T], Generic[T]):
         """Resolve without a Condition if nobody has one to wait on; False if somebody has."""
         if self._cond is not None:
             return False
-        with getattr(self._owner, "lock", _condition_creation):
+        lock = getattr(self._owner, "lock", _condition_creation)
+        if not lock.acquire(False):
+            acquire(lock)
+        try:
             if self._cond is not None:
                 return False
             if self._state in _DONE_STATES:
@@ -144,6 +153,8 @@ class Task(Future[T], Generic[T]):
             self._result = result
             self._exception = exception
             self._state = _FINISHED
+        finally:
+            lock.release()
         return True  # and no callback to run: adding one builds the Condition
 
     def set_result(self, result: T) -> None:
