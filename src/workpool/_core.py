@@ -21,7 +21,7 @@ from ._backends import Backend
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
-from ._locking import acquire
+from ._locking import yield_to_holder
 from ._stats import PoolStats
 from ._task import _FINISHED, Task, TaskState, _current
 
@@ -64,9 +64,9 @@ class PoolCore:
         engine, lock = self.engine, self.lock
         wakeups, accepted = None, False
         try:
-            if not lock.acquire(False):
-                acquire(lock)
-            try:
+            if lock.locked():
+                yield_to_holder(lock)
+            with lock:
                 if self.broken_error is not None:
                     raise self.broken_error
                 if engine.queue_size and engine.full and not engine.closed:
@@ -79,8 +79,6 @@ class PoolCore:
                     self._kick_timer()
                 if engine.wakeups:
                     wakeups, engine.wakeups = engine.wakeups, []
-            finally:
-                lock.release()
         except BaseException as error:
             if self.observers and not accepted:
                 emit(self.observers, "task_rejected", task, error)
@@ -224,15 +222,13 @@ class PoolCore:
 
     def take(self, slot: WorkerSlot) -> Next:
         lock = self.lock
-        if not lock.acquire(False):
-            acquire(lock)
-        try:
+        if lock.locked():
+            yield_to_holder(lock)
+        with lock:
             if self.engine.reserved and not self.engine.queued:
                 self._steal_for(slot)
             task = self.engine.take(slot, self.clock())
             wakeups = self._after_take()
-        finally:
-            lock.release()
         if wakeups:
             self._dispatch(wakeups)
         if self.observers:
@@ -243,9 +239,9 @@ class PoolCore:
         self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
     ) -> Next:
         engine, lock = self.engine, self.lock
-        if not lock.acquire(False):
-            acquire(lock)
-        try:
+        if lock.locked():
+            yield_to_holder(lock)
+        with lock:
             now = self.clock()  # under the lock: no task can be queued "after" this moment
             outcome = engine.complete(slot, task, error, now)
             if outcome is _STALE:
@@ -265,8 +261,6 @@ class PoolCore:
                 else:
                     self._resolving.append(task)
             wakeups = self._after_take()
-        finally:
-            lock.release()
         if wakeups:
             self._dispatch(wakeups)
         if final:
@@ -292,12 +286,10 @@ class PoolCore:
 
     def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
         lock = self.lock
-        if not lock.acquire(False):
-            acquire(lock)
-        try:
+        if lock.locked():
+            yield_to_holder(lock)
+        with lock:
             return self.engine.reserve(slot)
-        finally:
-            lock.release()
 
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:

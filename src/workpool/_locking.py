@@ -6,11 +6,12 @@ import threading
 import time
 
 _SPINS = 20
-"""Times a thread yields the GIL for a busy pool lock before it blocks on it."""
+"""Times a thread yields the GIL to the holder of a busy lock before it blocks on it."""
 
 
-def acquire(lock: threading.Lock) -> None:
-    """Take the pool's lock when another thread holds it, without a convoy.
+def yield_to_holder(lock: threading.Lock) -> None:
+    """Before taking ``lock`` (with ``with``, which no Ctrl-C can split from its release), let
+    the thread holding it run, rather than block at once: this keeps a convoy from forming.
 
     A thread that blocks on a lock is woken owning it, but must then wait for the GIL; the
     thread running meanwhile soon needs the lock, blocks, and hands over the GIL; and so on:
@@ -21,6 +22,5 @@ def acquire(lock: threading.Lock) -> None:
     """
     for _ in range(_SPINS):
         time.sleep(0)
-        if lock.acquire(False):
+        if not lock.locked():
             return
-    lock.acquire()  # held for long: by a thread in the backend's recall, say

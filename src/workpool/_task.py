@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._errors import TaskTimeout
-from ._locking import acquire
+from ._locking import yield_to_holder
 from ._options import TaskOptions
 
 if TYPE_CHECKING:
@@ -121,16 +121,14 @@ class Task(Future[T], Generic[T]):
         cond = self._cond
         if cond is None:
             lock = getattr(self._owner, "lock", _condition_creation)
-            if not lock.acquire(False):
-                acquire(lock)  # the pool's lock, busy with workers: see _locking
-            try:
+            if lock.locked():
+                yield_to_holder(lock)  # the pool's lock, busy with workers: see _locking
+            with lock:
                 cond = self._cond
                 if cond is None:
                     self._waiters = []
                     self._done_callbacks = []
                     cond = self._cond = threading.Condition()
-            finally:
-                lock.release()
         return cond
 
     @_condition.setter
@@ -143,9 +141,9 @@ class Task(Future[T], Generic[T]):
         if self._cond is not None:
             return False
         lock = getattr(self._owner, "lock", _condition_creation)
-        if not lock.acquire(False):
-            acquire(lock)
-        try:
+        if lock.locked():
+            yield_to_holder(lock)
+        with lock:
             if self._cond is not None:
                 return False
             if self._state in _DONE_STATES:
@@ -153,8 +151,6 @@ class Task(Future[T], Generic[T]):
             self._result = result
             self._exception = exception
             self._state = _FINISHED
-        finally:
-            lock.release()
         return True  # and no callback to run: adding one builds the Condition
 
     def set_result(self, result: T) -> None:
