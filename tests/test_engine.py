@@ -533,13 +533,25 @@ def test_unreserved_task_goes_back_to_the_head_of_the_queue() -> None:
 
 
 def test_lost_worker_hands_its_reserved_task_on_unstarted() -> None:
-    """A worker that dies with a task reserved puts that task back, attempts unchanged."""
+    """A task reserved for a lost worker, taken back unstarted, runs elsewhere as new."""
     s, slot, tasks = busy_engine()
     s.reserve(slot)
     s.lose(slot, WorkerCrashed(tasks[0].id), 0.001)
+    assert slot.ahead is tasks[1]  # the caller asks the backend whether it can take it back
+    s.unreserve(slot, wake=True)
     replacement = s.wakeups.pop()
     assert s.take(replacement, 0.002) is tasks[1]
     assert tasks[1].attempts == 1 and accounted(s)
+
+
+def test_reserved_task_that_may_have_started_on_a_lost_worker_crashes() -> None:
+    """A reserved task the backend cannot take back counts as an attempt lost with its worker."""
+    s, slot, tasks = busy_engine()
+    s.reserve(slot)
+    s.lose(slot, WorkerCrashed(tasks[0].id), 0.001)
+    assert s.drop_reserved(slot, WorkerCrashed(tasks[1].id), 0.002) is Outcome.FAILED
+    assert tasks[1].attempts == 1 and tasks[1].state is TaskState.FAILED
+    assert s.crashed == 2 and s.busy == 0 and accounted(s)
 
 
 def test_cancel_of_a_reserved_task_only_requests() -> None:

@@ -6,6 +6,7 @@ the stats account for every task. Task functions live at module level so that th
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing.process
 import os
@@ -18,6 +19,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from concurrent.futures import CancelledError
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -29,6 +31,7 @@ from helpers import assert_accounted, wait_until
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
 from workpool._backends import process as process_backend
+from workpool._engine import scheduler
 
 
 @pytest.fixture
@@ -473,6 +476,35 @@ def record(ran: Any, value: Any) -> Any:
     return value
 
 
+class FreedSlowly:
+    """A result whose freeing in the worker (after its reply) waits for ``freed``."""
+
+    def __init__(self, freed: Any) -> None:
+        self.freed = freed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (str, ("freed slowly",))
+
+    def __del__(self) -> None:
+        self.freed.wait(60)
+
+
+def return_freed_slowly(started: Any, release: Any, freed: Any) -> FreedSlowly:
+    started.set()
+    release.wait(60)
+    return FreedSlowly(freed)
+
+
+def sigterm_raises_then_wait(started: Any, release: Any) -> str:
+    def raise_on_sigterm(signum: int, frame: Any) -> None:
+        raise RuntimeError("SIGTERM")
+
+    signal.signal(signal.SIGTERM, raise_on_sigterm)
+    started.set()
+    release.wait(60)
+    return "survived"
+
+
 def sent_ahead(pool: workpool.Pool) -> list[Any]:
     """The tasks already in a worker's pipe behind its running one."""
     children = pool._core.backend._children.values()  # type: ignore[attr-defined]
@@ -597,3 +629,78 @@ def test_worker_that_cannot_be_started_breaks_the_pool_clearly(
     with pytest.raises(workpool.BrokenPool, match="not started: BlockingIOError"):
         task.result(timeout=30)
     assert isinstance(task.exception(), workpool.BrokenPool)
+
+
+def test_two_cancels_in_a_row_never_run_a_task_or_mismatch_replies(
+    make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second take-back while the first is still unread by the worker is refused, not lost."""
+    monkeypatch.setattr(scheduler, "RESERVE_BELOW", 100.0)  # send ahead after long tasks too
+    pool = make_process_pool(workers=1)
+    started, release, freed, ran = manager.Event(), manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)
+    pool.pause()
+    first = pool.submit(return_freed_slowly, started, release, freed)
+    tasks = {name: pool.submit(record, ran, name) for name in "BCD"}
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == [tasks["B"]])
+    assert tasks["B"].cancel()
+    release.set()  # the worker replies, then is slow to free the result and read on
+    assert first.result(timeout=30) == "freed slowly"
+    wait_until(lambda: sent_ahead(pool) == [tasks["D"]])
+    d_cancelled_at_once = tasks["D"].cancel()  # refused: B's take-back is still unread
+    freed.set()
+    assert tasks["C"].result(timeout=30) == "C"
+    futures.wait([tasks["D"]], timeout=30)
+    if d_cancelled_at_once:
+        assert tasks["D"].state is TaskState.CANCELLED
+    else:  # asked to stop once it started: stopped, or done, with its own result
+        assert tasks["D"].state in (TaskState.CANCELLED, TaskState.SUCCEEDED)
+        assert tasks["D"].cancelled() or tasks["D"].result() == "D"
+    assert pool.submit(record, ran, "E").result(timeout=30) == "E"
+    assert "B" not in ran and sorted(set(ran)) == sorted(set(ran) & {"C", "D", "E"})
+    assert_accounted(pool.stats())
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_task_sent_ahead_runs_once_when_the_worker_survives_being_stopped(
+    make_process_pool: Any, manager: SyncManager, how: str
+) -> None:
+    """A worker told to stop that finishes its task anyway never runs the task sent ahead
+    as well as the pool running it elsewhere; that task is never reported cancelled."""
+    pool = make_process_pool(workers=1, terminate_grace=5.0)
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)
+    pool.pause()
+    submit = pool.options(timeout=1).submit if how == "timeout" else pool.submit
+    doomed = submit(sigterm_raises_then_wait, started, release)
+    behind = pool.submit(record, ran, "behind")
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == [behind])
+    if how == "cancel":
+        doomed.cancel()
+    with pytest.raises((TaskTimeout, CancelledError, RuntimeError)):
+        doomed.result(timeout=30)
+    with contextlib.suppress(WorkerCrashed):  # it started in the stopped worker: lost with it
+        assert behind.result(timeout=30) == "behind"
+    assert not behind.cancelled()
+    release.set()
+    assert pool.submit(abs, -2).result(timeout=30) == 2
+    assert list(ran).count("behind") <= 1
+    assert_accounted(pool.stats())
+
+
+def test_task_sent_ahead_sees_its_own_attempt_and_deadline(
+    make_process_pool: Any,
+) -> None:
+    """current_task() in a task sent ahead reports attempt 1 and a deadline from its timeout."""
+    pool = make_process_pool(workers=1)
+    pool.submit(abs, -1).result(timeout=30)
+    pool.pause()
+    tasks = [pool.options(timeout=30).submit(describe_context) for _ in range(6)]
+    pool.resume()
+    for task in tasks:
+        _, attempt, deadline = task.result(timeout=30)
+        assert attempt == 1 and deadline is not None

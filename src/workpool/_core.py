@@ -246,7 +246,10 @@ class PoolCore:
             outcome = engine.complete(slot, task, error, now)
             if outcome is _STALE:
                 return RETIRE  # its loss was reported when the pool gave up on it
-            if engine.reserved and not engine.queued and slot.ahead is None:
+            handed = None
+            if slot.ahead is not None and slot.recycle:  # its worker is leaving
+                handed = self._hand_back(slot, now)
+            elif engine.reserved and not engine.queued and slot.ahead is None:
                 self._steal_for(slot)
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY
@@ -263,6 +266,8 @@ class PoolCore:
             wakeups = self._after_take()
         if wakeups:
             self._dispatch(wakeups)
+        if handed:
+            self._conclude(*handed)
         if final:
             self._settle(task, outcome, value, error)
         elif outcome is _RETRY and self.observers:
@@ -294,9 +299,11 @@ class PoolCore:
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:
             reported = slot.state is SlotState.LOST or slot.state is SlotState.RETIRED
-            task, outcome = self.engine.lose(slot, error, self.clock())
+            now = self.clock()
+            task, outcome = self.engine.lose(slot, error, now)
             if task is not None and outcome is not _RETRY:
                 self._resolving.append(task)
+            handed = self._hand_back(slot, now)
             wakeups = self._after_take()
         if self.observers and not reported:
             emit(self.observers, "worker_stopped", slot.id, "lost")
@@ -304,6 +311,8 @@ class PoolCore:
             self._dispatch(wakeups)
         if task is not None and outcome is not None:
             self._conclude(task, outcome, error or WorkerCrashed(task.id))
+        if handed:
+            self._conclude(*handed)
 
     def exited(self, slot: WorkerSlot) -> None:
         with self.lock:
@@ -345,6 +354,24 @@ class PoolCore:
         for slot in self.engine.reservations():
             if self.backend.recall(slot, slot.ahead):  # type: ignore[arg-type]  # reserved
                 self.engine.unreserve(slot)
+
+    def _hand_back(
+        self, slot: WorkerSlot, now: float
+    ) -> tuple[Task[Any], Outcome, BaseException] | None:
+        """``slot``'s worker is lost or leaving: put its reserved task back in the queue if the
+        backend can take it back unstarted; else it may have started there, and ends as a
+        crash (retried, if its policy says so). Returns what the caller must conclude."""
+        task = slot.ahead
+        if task is None:
+            return None
+        if self.backend.recall(slot, task):
+            self.engine.unreserve(slot, wake=True)
+            return None
+        error = WorkerCrashed(task.id, reason="sent ahead to a worker that was then lost")
+        outcome = self.engine.drop_reserved(slot, error, now)
+        if outcome is not _RETRY:
+            self._resolving.append(task)
+        return task, outcome, error
 
     def _steal_for(self, slot: WorkerSlot) -> None:
         """``slot`` is about to find the queue empty: take back a task reserved for a busy
@@ -448,12 +475,15 @@ class PoolCore:
                 while True:
                     now = self.clock()
                     expired = engine.poll(now)
+                    self._resolving.extend(t for t, _, o in expired if o is not _RETRY)
+                    handed = [h for _, slot, _ in expired if (h := self._hand_back(slot, now))]
                     wakeups = self._take_wakeups()
                     if expired or wakeups:
-                        self._resolving.extend(t for t, _, o in expired if o is not _RETRY)
                         lock.release()
                         try:
                             self._expire(expired, wakeups)
+                            for task, outcome, error in handed:
+                                self._conclude(task, outcome, error)
                         finally:
                             lock.acquire()
                         continue

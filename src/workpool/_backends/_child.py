@@ -47,10 +47,15 @@ NUMBER = struct.Struct("<q")
 
 
 class Dispatch(NamedTuple):
-    """Shared with the parent: the number of the last task started, and of one to skip."""
+    """Shared with the parent: the number of the last task message read, and of one to skip.
+
+    Messages are read in order, so a message numbered ``n`` has been read (and started, unless
+    skipped) once ``seen >= n``. The parent takes a message back by writing its number in
+    ``skip`` while ``seen`` is below it, and only while no earlier skip is still unread.
+    """
 
     lock: Any  # a multiprocessing Lock
-    started: Any  # a shared c_int64
+    seen: Any  # a shared c_int64
     skip: Any  # a shared c_int64
 
     @classmethod
@@ -58,12 +63,24 @@ class Dispatch(NamedTuple):
         return cls(context.Lock(), context.RawValue(c_int64, 0), context.RawValue(c_int64, 0))
 
     def begin(self, number: int) -> bool:
-        """Record that task ``number`` starts; False if the parent took it back."""
+        """Record that message ``number`` was read; False if the parent took it back."""
         with self.lock:
-            if self.skip.value == number:
+            self.seen.value = number
+            return bool(self.skip.value != number)
+
+    def take_back(self, number: int, wait: float) -> bool:
+        """The parent's side: skip message ``number`` if it is not read yet; False if too late,
+        if an earlier skip is still unread (one ``skip`` cannot hold two), or if the lock stays
+        taken ``wait`` seconds (by a child killed while holding it)."""
+        if not self.lock.acquire(timeout=wait):
+            return False
+        try:
+            if self.seen.value >= number or self.skip.value > self.seen.value:
                 return False
-            self.started.value = number
+            self.skip.value = number
             return True
+        finally:
+            self.lock.release()
 
 
 def main(
@@ -119,6 +136,8 @@ def _run_as_task(
     from .._task import Task, _current  # workpool itself: preloaded by the forkserver
 
     seq, attempt, deadline, timeout, carrier = about
+    if deadline is None and timeout is not None:  # sent ahead: its time starts now
+        deadline = time.monotonic() + timeout
     task: Task[Any] = Task(fn, args, kwargs, _options(timeout))
     task._seq, task.attempts, task._deadline = seq, attempt, deadline
     token = _current.set((task, attempt))

@@ -27,6 +27,7 @@ import multiprocessing.util
 import os
 import pickle
 import select
+import sys
 import threading
 import time
 import weakref
@@ -49,8 +50,9 @@ _MAIN_ENV = "WORKPOOL_FORKSERVER_MAIN"
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
 
-_AHEAD_MAX_BYTES = 32 * 1024
-"""A task sent ahead must fit in the pipe's buffer, so that sending never waits for the child."""
+_AHEAD_MAX_BYTES = 32 * 1024 if sys.platform == "linux" else 2 * 1024
+"""A task sent ahead must fit in the pipe's buffer, so that sending never waits for the child
+(a socket pair buffers at least 200 KiB on Linux, 8 KiB on macOS)."""
 
 _RECALL_WAIT = 0.1
 """How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
@@ -107,11 +109,13 @@ class _Child:
         "dispatch",
         "kill_at",
         "lock",
+        "over_memory",
         "parker",
         "process",
         "readable",
         "sent",
         "stopping",
+        "withdrawn",
     )
 
     def __init__(self) -> None:
@@ -125,7 +129,9 @@ class _Child:
         self.current: Task[Any] | None = None  # the task the child runs, if any
         self.ahead: Task[Any] | None = None  # the task reserved for it, if the proxy has it
         self.ahead_no: int | None = None  # that task's message number, once it is sent
+        self.withdrawn: Task[Any] | None = None  # recalled before the proxy took it in hand
         self.sent = 0  # messages numbered so far
+        self.over_memory = False  # past max_memory_per_worker: it retires, none is sent ahead
         self.stopping: Interruption | None = None  # why it is being killed
         self.kill_at: float | None = None  # when SIGTERM's grace ends
 
@@ -196,21 +202,15 @@ class ProcessBackend(Backend):
     def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
         child: _Child = slot.handle
         with child.lock:
-            if child.ahead is not task:
-                return False  # the proxy has not taken it in hand yet: it checks for a cancel
+            if child.ahead is not task:  # reserved, but the proxy has not taken it in hand
+                child.withdrawn = task  # it will not send it
+                return True
             if child.ahead_no is None:  # not sent (yet): it never will be
                 child.ahead = None
                 return True
-            dispatch = child.dispatch
-            assert dispatch is not None
-            if not dispatch.lock.acquire(timeout=_RECALL_WAIT):
-                return False  # the child died holding it, or is stuck: treat it as started
-            try:
-                if dispatch.started.value >= child.ahead_no:
-                    return False  # it has begun: too late
-                dispatch.skip.value = child.ahead_no
-            finally:
-                dispatch.lock.release()
+            assert child.dispatch is not None
+            if not child.dispatch.take_back(child.ahead_no, _RECALL_WAIT):
+                return False  # it has begun, or cannot be skipped now: treat it as started
             child.ahead = child.ahead_no = None
             return True
 
@@ -276,7 +276,8 @@ class ProcessBackend(Backend):
         ours, theirs = self._context.Pipe()
         child.dispatch = _child.Dispatch.create(self._context)
         child.sent = 0
-        child.ahead = child.ahead_no = None
+        child.ahead = child.ahead_no = child.withdrawn = None
+        child.over_memory = False
         args = (
             theirs,
             self._initializer,
@@ -351,28 +352,40 @@ class ProcessBackend(Backend):
         with child.lock:
             child.current = None
             if child.stopping is not None:
-                slot.recycle = True  # it answered, but it is being killed: replace it
+                # It answered, but it is being killed: replace it, and the pool takes back
+                # the task sent ahead (see PoolCore.done).
+                slot.recycle = True
         value, error = self._decode(slot, task, reply)
         return host.done(slot, task, value, error)
 
-    def _message(self, child: _Child, task: Task[Any]) -> bytes:
-        """The task's message to the child: its number, then the pickled call."""
-        about = (task._seq, task.attempts, task._deadline, task.options.timeout)
+    def _message(self, child: _Child, task: Task[Any], *, ahead: bool = False) -> bytes:
+        """The task's message to the child: its number, then the pickled call.
+
+        A task sent ahead has not started: its attempt is the next one, and its deadline is
+        set by the child when it starts it.
+        """
+        deadline = None if ahead else task._deadline
+        about = (task._seq, task.attempts + ahead, deadline, task.options.timeout)
         pickled = dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
         child.sent += 1
         return _child.NUMBER.pack(child.sent) + pickled
 
     def _send_ahead(self, slot: WorkerSlot, child: _Child) -> None:
         """While the child runs its task, send it the next one, if the pool reserves one."""
+        if child.stopping is not None or child.over_memory:
+            return  # it is leaving: the next task waits for another worker
         task = self.host.reserve(slot)
         if task is None:
             return
         with child.lock:
+            if child.withdrawn is task:  # recalled already
+                child.withdrawn = None
+                return
             child.ahead = task
             if task._cancel_requested:
                 return  # it starts as usual, and ends cancelled at once
         try:
-            message = self._message(child, task)
+            message = self._message(child, task, ahead=True)
         except Exception:
             return  # it fails as usual once it starts
         if len(message) > _AHEAD_MAX_BYTES:
@@ -409,7 +422,10 @@ class ProcessBackend(Backend):
             error.__cause__ = exc
             return None, error
         if self.max_memory is not None and rss > self.max_memory:
-            slot.recycle = True  # retire after this task; a fresh worker replaces it
+            child: _Child = slot.handle
+            child.over_memory = True  # nothing more is sent ahead
+            if child.ahead is None:  # else it retires after the task sent ahead, which runs
+                slot.recycle = True  # retire after this task; a fresh worker replaces it
         if ok:
             return value, None
         value.__cause__ = RemoteTraceback(tb)

@@ -30,6 +30,11 @@ _QUEUED, _RUNNING, _DONE_OK = TaskState.QUEUED, TaskState.RUNNING, TaskState.SUC
 RESERVE_BELOW = 0.05
 """Seconds: a worker whose last task ran shorter may be handed its next one ahead of time."""
 
+CLOCK_SLACK = 0.05
+"""Seconds: a task that raises TaskTimeout this close to its deadline timed out. A task sent
+ahead to a worker process starts there, and its deadline runs, a moment before the pool counts
+it started."""
+
 
 _SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CANCELLED
 _RETRY = Outcome.RETRY
@@ -238,8 +243,11 @@ class Scheduler:
             task.worker = slot
         return task
 
-    def unreserve(self, slot: WorkerSlot) -> Task[Any]:
-        """Put ``slot``'s reserved task back in the queue, in its place; return it."""
+    def unreserve(self, slot: WorkerSlot, *, wake: bool = False) -> Task[Any]:
+        """Put ``slot``'s reserved task back in the queue, in its place; return it.
+
+        ``wake``: find it a worker now (else the caller's worker takes it).
+        """
         task = slot.ahead
         assert task is not None
         slot.ahead = None
@@ -247,7 +255,22 @@ class Scheduler:
         self.reserved -= 1
         self.queued += 1
         self._queue.push_back(task)
+        if wake:
+            self._refill()
         return task
+
+    def drop_reserved(self, slot: WorkerSlot, error: BaseException, now: float) -> Outcome:
+        """``slot``'s reserved task may have started on a worker now gone, so it cannot be put
+        back unstarted: count it as an attempt that ended with ``error`` (a retry, or final)."""
+        task = slot.ahead
+        assert task is not None
+        slot.ahead = None
+        self.reserved -= 1
+        state, slot_task = slot.state, slot.task
+        self._start(slot, task, now)
+        self._end_attempt(slot, task, now)
+        slot.state, slot.task = state, slot_task
+        return self._fail_attempt(task, error, Outcome.FAILED, now)
 
     def reservations(self) -> list[WorkerSlot]:
         """The slots holding a reserved task."""
@@ -273,7 +296,7 @@ class Scheduler:
         if isinstance(error, CancelledError) and task._cancel_requested:
             return self._finish(task, Outcome.CANCELLED)
         timed_out = isinstance(error, TaskTimeout) and (
-            task._expired or (task._deadline is not None and now >= task._deadline)
+            task._expired or (task._deadline is not None and now >= task._deadline - CLOCK_SLACK)
         )
         return self._fail_attempt(
             task, error, Outcome.TIMED_OUT if timed_out else Outcome.FAILED, now
@@ -285,14 +308,14 @@ class Scheduler:
         """The worker of ``slot`` died or was stopped; its task, if any, ends with ``error``.
 
         ``gone``: the worker is already dead; otherwise it counts in ``lost_alive`` until
-        ``complete`` (a thread) or ``exited`` (a process) says it is gone.
+        ``complete`` (a thread) or ``exited`` (a process) says it is gone. A task reserved for
+        it stays reserved: the caller takes it back from the backend (``unreserve``), or
+        counts it lost with the worker (``drop_reserved``).
         """
         if slot.state is SlotState.LOST or slot.state is SlotState.RETIRED:
             self.exited(slot)  # already given up on (a timeout, a cancel): nothing more to end
             return None, None
-        task = slot.task
-        if slot.ahead is not None:  # it never started: it waits for another worker
-            self.unreserve(slot)
+        task = slot.task  # a task reserved for it stays in slot.ahead: see unreserve
         was_idle = slot.state is SlotState.IDLE
         self._detach(slot, gone=gone)
         if was_idle:
