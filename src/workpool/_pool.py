@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import operator
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, as_completed
@@ -25,6 +26,17 @@ T = TypeVar("T")
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _BATCH_WINDOW = 8192
 """Items a batching map reads ahead of the consumer at most."""
+
+
+_MAX_BATCHES_PER_WORKER = 4
+
+
+def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
+    """How many items zipping ``iterables`` gives, where each says its length; else 0."""
+    try:
+        return min(operator.length_hint(iterable) for iterable in iterables)
+    except Exception:  # a user's broken __len__: read it as an iterator
+        return 0
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -190,16 +202,20 @@ class Pool(Executor):
             items: Iterator[Any] = iter(iterables[0])
         else:
             items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
+        expected = _known_length(iterables) if batching and chunksize is None else 0
         stream = MapStream(
             submit,
             submit_batch,
             items,
             window=window,
-            max_tasks=2 * workers + 2 if batching else window,
+            max_tasks=_MAX_BATCHES_PER_WORKER * workers + 2 if batching else window,
             ordered=ordered,
             timeout=timeout,
-            sizer=BatchSizer(fixed=chunksize) if batching else None,
+            sizer=BatchSizer(fixed=chunksize, first=-(-expected // (4 * workers)))
+            if batching
+            else None,
             probes=workers,
+            expected=expected,
         )
         return track(stream.results())
 

@@ -83,9 +83,16 @@ class BatchSizer:
 
     __slots__ = ("fixed", "limit", "overhead", "size", "target")
 
-    def __init__(self, fixed: int | None = None, target: float = 0.002, limit: int = 1024) -> None:
+    def __init__(
+        self,
+        fixed: int | None = None,
+        target: float = 0.002,
+        limit: int = 1024,
+        *,
+        first: int = 1,
+    ) -> None:
         self.fixed = fixed
-        self.size = fixed or 1
+        self.size = fixed or max(1, min(limit, first))
         self.target = target
         self.limit = limit
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
@@ -122,6 +129,7 @@ class MapStream:
         timeout: float | None,
         sizer: BatchSizer | None = None,
         probes: int = 1,
+        expected: int = 0,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
@@ -134,6 +142,8 @@ class MapStream:
         # Until the first batch comes back, only ``probes`` single-item batches go out: more
         # would queue behind them and delay the first real batch by a dispatch each.
         self._probes = probes if self._submit_batch is not None and not self._sizer.fixed else 0
+        if expected:
+            self._probes = 0  # a known length sizes the first batches: no probe is needed
         self._ordered = ordered
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
