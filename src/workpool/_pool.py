@@ -26,9 +26,35 @@ T = TypeVar("T")
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _BATCH_WINDOW = 8192
 """Items a batching map reads ahead of the consumer at most."""
+_SIZED_BATCH_LIMIT = 4096
+"""Items a batch holds at most when the input's length is known (1024 otherwise)."""
+_SIZED_WINDOW = 8 * _SIZED_BATCH_LIMIT
+"""The read-ahead of a map over an input of known length: a list is in memory already, and
+batches of the larger limit need room for several in flight, or the workers wait on the pipe."""
 
 
-_MAX_BATCHES_PER_WORKER = 4
+@dataclass(frozen=True)
+class _BatchPlan:
+    """How a batching map cuts and bounds its work."""
+
+    sizer: BatchSizer
+    window: int
+    max_tasks: int
+    expected: int
+
+
+def _batch_plan(
+    iterables: tuple[Iterable[Any], ...], workers: int, chunksize: int | None, window: int | None
+) -> _BatchPlan:
+    """Batch as ``multiprocessing.Pool.map`` does where the input's length is known (about four
+    batches a worker, all sent at once); else probe and grow (see ``_streams``)."""
+    expected = _known_length(iterables) if chunksize is None else 0
+    if not expected:
+        sizer = BatchSizer(fixed=chunksize)
+        return _BatchPlan(sizer, _BATCH_WINDOW if window is None else window, 2 * workers + 2, 0)
+    first = -(-expected // (4 * workers))
+    sizer = BatchSizer(first=first, limit=_SIZED_BATCH_LIMIT)
+    return _BatchPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, expected)
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
@@ -196,26 +222,33 @@ class Pool(Executor):
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
-        if window is None:
-            window = _BATCH_WINDOW if batching else max(16, 4 * workers)
         if batching and not star:
             items: Iterator[Any] = iter(iterables[0])
         else:
             items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
-        expected = _known_length(iterables) if batching and chunksize is None else 0
+        if not batching:
+            window = max(16, 4 * workers) if window is None else window
+            stream = MapStream(
+                submit,
+                None,
+                items,
+                window=window,
+                max_tasks=window,
+                ordered=ordered,
+                timeout=timeout,
+            )
+            return track(stream.results())
+        plan = _batch_plan(iterables, workers, chunksize, window)
         stream = MapStream(
             submit,
             submit_batch,
             items,
-            window=window,
-            max_tasks=_MAX_BATCHES_PER_WORKER * workers + 2 if batching else window,
+            window=plan.window,
+            max_tasks=plan.max_tasks,
             ordered=ordered,
             timeout=timeout,
-            sizer=BatchSizer(fixed=chunksize, first=-(-expected // (4 * workers)))
-            if batching
-            else None,
-            probes=workers,
-            expected=expected,
+            sizer=plan.sizer,
+            probes=0 if plan.expected else workers,
         )
         return track(stream.results())
 

@@ -129,7 +129,6 @@ class MapStream:
         timeout: float | None,
         sizer: BatchSizer | None = None,
         probes: int = 1,
-        expected: int = 0,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
@@ -142,8 +141,6 @@ class MapStream:
         # Until the first batch comes back, only ``probes`` single-item batches go out: more
         # would queue behind them and delay the first real batch by a dispatch each.
         self._probes = probes if self._submit_batch is not None and not self._sizer.fixed else 0
-        if expected:
-            self._probes = 0  # a known length sizes the first batches: no probe is needed
         self._ordered = ordered
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
