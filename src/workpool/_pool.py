@@ -181,10 +181,11 @@ class Pool(Executor):
 
         Results come in input order, or as they complete with ``ordered=False``. ``timeout``
         bounds the whole iteration, as in ``Executor.map``. Small items run in batches whose
-        size adapts to how long items take; ``chunksize=k`` fixes it, ``chunksize=1`` turns
-        batching off. A per-task ``timeout`` or ``retries`` (from ``options``) also turns it off,
-        so that each item keeps them. ``progress=True`` shows a bar on stderr
-        (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
+        size adapts to how long items take (an input of known length starts with about four
+        batches per worker, as ``multiprocessing.Pool.map`` cuts it); ``chunksize=k`` fixes
+        it, ``chunksize=1`` turns batching off. A per-task ``timeout`` or ``retries`` (from
+        ``options``) also turns it off, so that each item keeps them. ``progress=True`` shows a
+        bar on stderr (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
         """
         return self._map(
             fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize, progress
