@@ -1,8 +1,12 @@
-"""The batch sizer and the spread of a batched map's first items."""
+"""The batch sizer, the first batches of a map, and the spread of its first items."""
 
 from __future__ import annotations
 
+import functools
 import threading
+from collections.abc import Callable, Iterator
+from multiprocessing.managers import SyncManager
+from typing import Any
 
 from workpool import Pool
 from workpool._streams import BatchSizer
@@ -36,3 +40,48 @@ def test_batched_map_starts_its_first_items_on_every_worker_at_once() -> None:
     barrier = threading.Barrier(3, timeout=20)
     with Pool(3) as pool:
         assert list(pool.map(lambda _: barrier.wait() >= 0, range(3))) == [True] * 3
+
+
+def test_batch_sizer_starts_at_the_first_size_given_up_to_its_limit() -> None:
+    """A first size (from a known input length) is where batches start, capped by the limit."""
+    assert BatchSizer(first=625).size == 625
+    assert BatchSizer(first=50_000, limit=1024).size == 1024
+    assert BatchSizer(fixed=3, first=625).size == 3
+
+
+def test_map_of_a_known_length_cuts_its_first_batches_from_it() -> None:
+    """Over a list, a map sends about four batches per worker at once, as Pool.map does."""
+    with Pool(2) as pool:
+        assert list(pool.map(abs, range(800))) == list(range(800))
+        assert pool.stats().submitted == 8  # 800 items / (4 x 2 workers) = 100 a batch
+
+
+def test_map_of_an_input_with_a_broken_length_runs_as_one_of_unknown_length() -> None:
+    """An input whose __len__ raises is read as a plain iterator, not an error."""
+
+    class Odd:
+        def __len__(self) -> int:
+            raise RuntimeError("no length")
+
+        def __iter__(self) -> Iterator[int]:
+            return iter(range(10))
+
+    with Pool(2) as pool:
+        assert list(pool.map(abs, Odd())) == list(range(10))
+
+
+def _wait_for_the_next(events: list[Any], item: int) -> int:
+    if item == 0:
+        assert events[0].wait(20), "item 1 never ran while item 0 ran"
+    if item == 1:
+        events[0].set()
+    return item
+
+
+def test_map_of_few_items_runs_them_on_every_worker_at_once(
+    make_pool: Callable[..., Pool], manager: SyncManager
+) -> None:
+    """Four items on two workers are not bunched: item 1 runs while item 0 waits for it."""
+    pool = make_pool(2)
+    fn = functools.partial(_wait_for_the_next, [manager.Event()])
+    assert list(pool.map(fn, [0, 1, 2, 3])) == [0, 1, 2, 3]

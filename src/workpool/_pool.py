@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import operator
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, as_completed
@@ -25,6 +26,43 @@ T = TypeVar("T")
 _live_pools: weakref.WeakSet[Pool] = weakref.WeakSet()
 _BATCH_WINDOW = 8192
 """Items a batching map reads ahead of the consumer at most."""
+_SIZED_BATCH_LIMIT = 4096
+"""Items a batch holds at most when the input's length is known (1024 otherwise)."""
+_SIZED_WINDOW = 8 * _SIZED_BATCH_LIMIT
+"""The read-ahead of a map over an input of known length: a list is in memory already, and
+batches of the larger limit need room for several in flight, or the workers wait on the pipe."""
+
+
+@dataclass(frozen=True)
+class _BatchPlan:
+    """How a batching map cuts and bounds its work."""
+
+    sizer: BatchSizer
+    window: int
+    max_tasks: int
+    expected: int
+
+
+def _batch_plan(
+    iterables: tuple[Iterable[Any], ...], workers: int, chunksize: int | None, window: int | None
+) -> _BatchPlan:
+    """Batch as ``multiprocessing.Pool.map`` does where the input's length is known (about four
+    batches a worker, all sent at once); else probe and grow (see ``_streams``)."""
+    expected = _known_length(iterables) if chunksize is None else 0
+    if not expected:
+        sizer = BatchSizer(fixed=chunksize)
+        return _BatchPlan(sizer, _BATCH_WINDOW if window is None else window, 2 * workers + 2, 0)
+    first = -(-expected // (4 * workers))
+    sizer = BatchSizer(first=first, limit=_SIZED_BATCH_LIMIT)
+    return _BatchPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, expected)
+
+
+def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
+    """How many items zipping ``iterables`` gives, where each says its length; else 0."""
+    try:
+        return min(operator.length_hint(iterable) for iterable in iterables)
+    except Exception:  # a user's broken __len__: read it as an iterator
+        return 0
 
 
 def _name_of(fn: Callable[..., Any]) -> str:
@@ -143,10 +181,11 @@ class Pool(Executor):
 
         Results come in input order, or as they complete with ``ordered=False``. ``timeout``
         bounds the whole iteration, as in ``Executor.map``. Small items run in batches whose
-        size adapts to how long items take; ``chunksize=k`` fixes it, ``chunksize=1`` turns
-        batching off. A per-task ``timeout`` or ``retries`` (from ``options``) also turns it off,
-        so that each item keeps them. ``progress=True`` shows a bar on stderr
-        (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
+        size adapts to how long items take (an input of known length starts with about four
+        batches per worker, as ``multiprocessing.Pool.map`` cuts it); ``chunksize=k`` fixes
+        it, ``chunksize=1`` turns batching off. A per-task ``timeout`` or ``retries`` (from
+        ``options``) also turns it off, so that each item keeps them. ``progress=True`` shows a
+        bar on stderr (``workpool[progress]``); or pass a bar of your own, such as a ``tqdm``.
         """
         return self._map(
             fn, iterables, DEFAULT_OPTIONS, None, timeout, ordered, window, chunksize, progress
@@ -184,22 +223,33 @@ class Pool(Executor):
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
-        if window is None:
-            window = _BATCH_WINDOW if batching else max(16, 4 * workers)
         if batching and not star:
             items: Iterator[Any] = iter(iterables[0])
         else:
             items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
+        if not batching:
+            window = max(16, 4 * workers) if window is None else window
+            stream = MapStream(
+                submit,
+                None,
+                items,
+                window=window,
+                max_tasks=window,
+                ordered=ordered,
+                timeout=timeout,
+            )
+            return track(stream.results())
+        plan = _batch_plan(iterables, workers, chunksize, window)
         stream = MapStream(
             submit,
             submit_batch,
             items,
-            window=window,
-            max_tasks=2 * workers + 2 if batching else window,
+            window=plan.window,
+            max_tasks=plan.max_tasks,
             ordered=ordered,
             timeout=timeout,
-            sizer=BatchSizer(fixed=chunksize) if batching else None,
-            probes=workers,
+            sizer=plan.sizer,
+            probes=0 if plan.expected else workers,
         )
         return track(stream.results())
 

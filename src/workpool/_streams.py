@@ -6,9 +6,12 @@ awaited first); unordered ones as they complete. When the consumer stops early, 
 raises, the work still in flight is cancelled.
 
 Small items are run in *batches*, one task per batch, because a task's dispatch costs far more
-than a trivial call. A ``BatchSizer`` starts every map with one single-item batch per worker (so
-slow items are spread over every worker at once, and nothing queues behind those probes) and
-grows batches while they run short, towards a target duration per batch. It also learns a batch's
+than a trivial call. Where the input says its length (a list, a range), the first batches are
+cut as ``multiprocessing.Pool.map`` cuts its chunks: about four per worker, all sent at once, so
+that a short map pays no probing round trip (and a few slow items still go one per batch, to
+every worker). Otherwise a ``BatchSizer`` starts with one single-item batch per worker (so slow
+items are spread over every worker at once, and nothing queues behind those probes) and grows
+batches while they run short, towards a target duration per batch. It also learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
 runs about as long as that overhead, and their target grows with it, so that a map on processes
@@ -83,9 +86,16 @@ class BatchSizer:
 
     __slots__ = ("fixed", "limit", "overhead", "size", "target")
 
-    def __init__(self, fixed: int | None = None, target: float = 0.002, limit: int = 1024) -> None:
+    def __init__(
+        self,
+        fixed: int | None = None,
+        target: float = 0.002,
+        limit: int = 1024,
+        *,
+        first: int = 1,
+    ) -> None:
         self.fixed = fixed
-        self.size = fixed or 1
+        self.size = fixed or max(1, min(limit, first))
         self.target = target
         self.limit = limit
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
