@@ -56,7 +56,7 @@ def test_demo_on_processes(tmp_path: Path) -> None:
         pytest.skip("this build has no process backend")
     done = demo(*SMALL, "--backend", "process", "-o", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    assert "processes" in done.stdout
+    assert "2 processes:" in done.stdout
 
 
 @pytest.mark.parametrize(

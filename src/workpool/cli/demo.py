@@ -249,8 +249,8 @@ def _summary(
     sequential, parallel, total = timings
     speedup = sequential / parallel if parallel > 0 else float("inf")
     used = len({item.worker for item in done})
-    kind = "thread" if backend == "thread" else "process"
-    pool = f"{workers} {kind}{'s' if workers > 1 else ''}:"
+    kind = {"thread": ("thread", "threads"), "process": ("process", "processes")}[backend]
+    pool = f"{workers} {kind[workers > 1]}:"
     click.echo(f"workpool demo: {count} images, filters {' + '.join(filters)}")
     click.echo(f"  {'one by one:':18s}{sequential:7.2f} s")
     click.echo(f"  {pool:18s}{parallel:7.2f} s   ({used} of {workers} workers took images)")
