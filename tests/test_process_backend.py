@@ -659,7 +659,7 @@ def test_two_cancels_in_a_row_never_run_a_task_or_mismatch_replies(
         assert tasks["D"].state in (TaskState.CANCELLED, TaskState.SUCCEEDED)
         assert tasks["D"].cancelled() or tasks["D"].result() == "D"
     assert pool.submit(record, ran, "E").result(timeout=30) == "E"
-    assert "B" not in ran and sorted(set(ran)) == sorted(set(ran) & {"C", "D", "E"})
+    assert set(ran) <= {"C", "D", "E"}  # B, cancelled, never ran
     assert_accounted(pool.stats())
 
 

@@ -34,27 +34,33 @@ batches of the larger limit need room for several in flight, or the workers wait
 
 
 @dataclass(frozen=True)
-class _BatchPlan:
-    """How a batching map cuts and bounds its work."""
+class _MapPlan:
+    """How a map cuts and bounds its work: ``sizer`` None runs one task per item."""
 
-    sizer: BatchSizer
+    sizer: BatchSizer | None
     window: int
     max_tasks: int
-    expected: int
+    probes: int
 
 
-def _batch_plan(
-    iterables: tuple[Iterable[Any], ...], workers: int, chunksize: int | None, window: int | None
-) -> _BatchPlan:
+def _map_plan(
+    iterables: tuple[Iterable[Any], ...],
+    workers: int,
+    batching: bool,
+    chunksize: int | None,
+    window: int | None,
+) -> _MapPlan:
     """Batch as ``multiprocessing.Pool.map`` does where the input's length is known (about four
     batches a worker, all sent at once); else probe and grow (see ``_streams``)."""
+    if not batching:
+        window = max(16, 4 * workers) if window is None else window
+        return _MapPlan(None, window, window, 0)
     expected = _known_length(iterables) if chunksize is None else 0
     if not expected:
-        sizer = BatchSizer(fixed=chunksize)
-        return _BatchPlan(sizer, _BATCH_WINDOW if window is None else window, 2 * workers + 2, 0)
-    first = -(-expected // (4 * workers))
-    sizer = BatchSizer(first=first, limit=_SIZED_BATCH_LIMIT)
-    return _BatchPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, expected)
+        window = _BATCH_WINDOW if window is None else window
+        return _MapPlan(BatchSizer(fixed=chunksize), window, 2 * workers + 2, workers)
+    sizer = BatchSizer(first=-(-expected // (4 * workers)), limit=_SIZED_BATCH_LIMIT)
+    return _MapPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, 0)
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
@@ -227,19 +233,7 @@ class Pool(Executor):
             items: Iterator[Any] = iter(iterables[0])
         else:
             items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
-        if not batching:
-            window = max(16, 4 * workers) if window is None else window
-            stream = MapStream(
-                submit,
-                None,
-                items,
-                window=window,
-                max_tasks=window,
-                ordered=ordered,
-                timeout=timeout,
-            )
-            return track(stream.results())
-        plan = _batch_plan(iterables, workers, chunksize, window)
+        plan = _map_plan(iterables, workers, batching, chunksize, window)
         stream = MapStream(
             submit,
             submit_batch,
@@ -249,7 +243,7 @@ class Pool(Executor):
             ordered=ordered,
             timeout=timeout,
             sizer=plan.sizer,
-            probes=0 if plan.expected else workers,
+            probes=plan.probes,
         )
         return track(stream.results())
 

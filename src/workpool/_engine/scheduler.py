@@ -265,11 +265,11 @@ class Scheduler:
         task = slot.ahead
         assert task is not None
         slot.ahead = None
+        task.worker = None
         self.reserved -= 1
-        state, slot_task = slot.state, slot.task
-        self._start(slot, task, now)
-        self._end_attempt(slot, task, now)
-        slot.state, slot.task = state, slot_task
+        self.started += 1
+        self.ended += 1
+        task.attempts += 1
         return self._fail_attempt(task, error, Outcome.FAILED, now)
 
     def reservations(self) -> list[WorkerSlot]:
