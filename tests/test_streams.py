@@ -85,3 +85,39 @@ def test_map_of_few_items_runs_them_on_every_worker_at_once(
     pool = make_pool(2)
     fn = functools.partial(_wait_for_the_next, [manager.Event()])
     assert list(pool.map(fn, [0, 1, 2, 3])) == [0, 1, 2, 3]
+
+
+class _Result:
+    """A result that can be counted while alive."""
+
+
+def _result(x: int) -> _Result:
+    return _Result()
+
+
+def test_map_frees_each_result_once_consumed_without_waiting_for_the_collector() -> None:
+    """The results a map holds stay bounded by its window, however long the input: nothing
+    keeps a finished task alive in a reference cycle (gc is off, so a cycle would pile up)."""
+    import gc
+    import weakref
+
+    for chunksize, ordered in ((16, True), (1, False)):
+        alive: weakref.WeakSet[_Result] = weakref.WeakSet()
+        most = 0
+        gc.disable()
+        try:
+            with Pool(2) as pool:
+                results = pool.map(
+                    _result,
+                    (i for i in range(5000)),
+                    chunksize=chunksize,
+                    ordered=ordered,
+                    window=64,
+                )
+                for result in results:
+                    alive.add(result)
+                    del result
+                    most = max(most, len(alive))
+        finally:
+            gc.enable()
+        assert most <= 64 + 2 * chunksize, (chunksize, ordered, most)

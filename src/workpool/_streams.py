@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeout
-from typing import Any
+from typing import Any, cast
 
 from ._task import Task, _current
 
@@ -179,7 +179,9 @@ class MapStream:
         self._pending_items += len(chunk)
         if self._submit_batch is not None or not self._ordered:
             put, clock = self._completed.put, time.monotonic
-            task.add_done_callback(lambda _: put((task, clock())))
+            # The callback is given the task: closing over it would make a cycle, which keeps a
+            # finished batch and its results alive until the garbage collector's next full pass.
+            task.add_done_callback(lambda done: put((cast("Task[Any]", done), clock())))
         return True
 
     def _remaining(self) -> float | None:
