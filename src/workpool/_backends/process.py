@@ -458,7 +458,7 @@ def _preload_in_forkserver() -> None:
 
     server = forkserver._forkserver
     modules = list(getattr(server, "_preload_modules", ["__main__"]))
-    wanted = [m for m in (_child.__name__, _main_preload) if m not in modules]
+    wanted = [m for m in (*_WORKER_MODULES, _main_preload) if m not in modules]
     if _main_preload in wanted and "__main__" not in modules:
         wanted.remove(_main_preload)
     if wanted:
@@ -466,6 +466,15 @@ def _preload_in_forkserver() -> None:
 
 
 _main_preload = "workpool._backends._main_preload"
+
+_WORKER_MODULES = (
+    _child.__name__,
+    # What a worker imports as it unpickles its start-up arguments (its Process object, the
+    # Dispatch's lock and shared values): some 8 ms per worker, each time one is replaced.
+    "multiprocessing.popen_forkserver",
+    "multiprocessing.synchronize",
+    "multiprocessing.sharedctypes",
+)
 
 
 def _start_forkserver() -> None:
