@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
 
+import pytest
+
 from workpool import Pool
-from workpool._streams import BatchSizer
+from workpool._streams import BatchSizer, run_batch
 
 
 def test_batch_sizer_grows_at_most_four_times_when_dispatch_is_cheap() -> None:
@@ -121,3 +123,44 @@ def test_map_frees_each_result_once_consumed_without_waiting_for_the_collector()
         finally:
             gc.enable()
         assert most <= 64 + 2 * chunksize, (chunksize, ordered, most)
+
+
+def test_a_batch_over_its_budget_returns_the_items_it_ran() -> None:
+    """Under a budget a batch reads the clock between slices of 1, 2, 4... items; past it, it
+    returns what it ran (here, a budget of 0: just the first item). No budget: every item."""
+    assert run_batch(abs, [-1, -2, -3], False, 0.0)[0] == [1]
+    assert run_batch(abs, [-1, -2, -3], False, None)[0] == [1, 2, 3]
+    assert run_batch(max, [(1, 2), (4, 3)], True, 60.0)[0] == [2, 4]
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_runs_the_rest_of_a_batch_cut_short_as_a_new_one(
+    make_pool: Callable[..., Pool], monkeypatch: pytest.MonkeyPatch, ordered: bool
+) -> None:
+    """Every batch out of time after one item: the rest goes out again, and no item is lost,
+    run twice or out of order."""
+    monkeypatch.setattr("workpool._pool.BUDGET", 0.0)
+    pool = make_pool(2)
+    results = list(pool.map(abs, [-i for i in range(300)], ordered=ordered))
+    assert results == list(range(300)) if ordered else sorted(results) == list(range(300))
+    assert pool.stats().submitted > 8  # more than the 8 batches of the first cut
+
+
+def _wait_for_the_first_result(seen: Any, item: int) -> int:
+    if item == 50:
+        assert seen.wait(20), "the first result did not come before its batch ended"
+    return item
+
+
+def test_map_of_a_known_length_yields_before_its_first_batch_ends(
+    make_pool: Callable[..., Pool], manager: SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list of 400 items on one worker is cut in batches of 100; past its budget, a batch
+    hands back what it ran, so item 0 arrives while item 50 still waits for it to arrive."""
+    monkeypatch.setattr("workpool._pool.BUDGET", 0.0)
+    pool = make_pool(1)
+    seen = manager.Event()
+    results = pool.map(functools.partial(_wait_for_the_first_result, seen), range(400))
+    assert next(results) == 0
+    seen.set()
+    assert list(results) == list(range(1, 400))

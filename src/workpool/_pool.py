@@ -16,7 +16,7 @@ from ._engine import Scheduler
 from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
-from ._streams import Batch, BatchSizer, MapStream, run_batch
+from ._streams import BUDGET, Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
 from .observe.progress import ProgressLike, map_progress
 
@@ -223,9 +223,10 @@ class Pool(Executor):
             return task
 
         star = len(iterables) != 1  # one input: its items go as they are, not in 1-tuples
+        budget = None if chunksize else BUDGET  # a chunk size given is kept
 
         def submit_batch(items: list[Any]) -> Task[Batch]:
-            task = Task(run_batch, (fn, items, star), {}, batch_options, core)
+            task = Task(run_batch, (fn, items, star, budget), {}, batch_options, core)
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 

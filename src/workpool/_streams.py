@@ -47,9 +47,18 @@ class BatchFailed(Exception):
         self.seconds = seconds
 
 
-def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Batch:
+BUDGET = 0.1
+"""Seconds a batch runs at most (about; up to twice that) before it returns what it has done:
+the rest of its items go out again as a new batch. So a batch cut before any timing is known
+(an input of known length) never holds slow items back for long."""
+
+
+def run_batch(
+    fn: Callable[..., Any], items: list[Any], star: bool = True, budget: float | None = None
+) -> Batch:
     """Call ``fn`` on each item in order (``fn(*item)`` if ``star``, else ``fn(item)``); stop at
-    the first error or when cancelled."""
+    the first error, when cancelled, or once ``budget`` seconds have passed (returning fewer
+    results than items: the caller runs the rest)."""
     started = time.perf_counter()
     running = _current.get()
     task = None if running is None else running[0]
@@ -59,16 +68,25 @@ def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Ba
         task = None
     results: list[Any] = []
     append = results.append
+    total = len(items)
+    # Under a budget, items run in slices of 1, 2, 4... with the clock read between them.
+    done, step = 0, total if budget is None else 1
     try:
-        if task is not None:
-            for item in items:
-                if task._cancel_requested:
-                    raise CancelledError()  # the map was closed: the rest is unwanted
-                append(fn(*item) if star else fn(item))
-        else:
-            # extend() keeps what the iterator gave before an error: ``results`` still says
-            # which item raised. It runs the loop in C, the fastest a worker process can go.
-            results.extend(itertools.starmap(fn, items) if star else map(fn, items))
+        while done < total:
+            part = items if not done and step >= total else items[done : done + step]
+            if task is not None:
+                for item in part:
+                    if task._cancel_requested:
+                        raise CancelledError()  # the map was closed: the rest is unwanted
+                    append(fn(*item) if star else fn(item))
+            else:
+                # extend() keeps what the iterator gave before an error: ``results`` still says
+                # which item raised. It runs the loop in C, the fastest a worker process can go.
+                results.extend(itertools.starmap(fn, part) if star else map(fn, part))
+            done += len(part)
+            if budget is not None and time.perf_counter() - started >= budget:
+                break
+            step *= 2
     except CancelledError:
         raise  # the map was closed: the batch ends cancelled, not failed
     except Exception as error:
@@ -148,6 +166,7 @@ class MapStream:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
         self._sizes: dict[Task[Any], int] = {}
+        self._chunks: dict[Task[Any], list[Any]] = {}  # a batch's items, until it is done
         self._pending_items = 0
         self._completed: queue.SimpleQueue[tuple[Task[Any], float]] = queue.SimpleQueue()
         self._fill()  # start the first window now, as Executor.map starts all
@@ -170,19 +189,38 @@ class MapStream:
         if not chunk:
             self._items = None
             return False
+        self._in_flight.append(self._launch(chunk))
+        self._pending_items += len(chunk)
+        return True
+
+    def _launch(self, chunk: list[Any]) -> Task[Any]:
         if self._submit_batch is None:
             task: Task[Any] = self._submit(chunk[0])
         else:
             task = self._submit_batch(chunk)
-        self._in_flight.append(task)
+            self._chunks[task] = chunk
         self._sizes[task] = len(chunk)
-        self._pending_items += len(chunk)
         if self._submit_batch is not None or not self._ordered:
             put, clock = self._completed.put, time.monotonic
             # The callback is given the task: closing over it would make a cycle, which keeps a
             # finished batch and its results alive until the garbage collector's next full pass.
             task.add_done_callback(lambda done: put((cast("Task[Any]", done), clock())))
-        return True
+        return task
+
+    def _continue(self, task: Task[Batch], done: int) -> None:
+        """A batch ran out of time after ``done`` items: its other items go out as a new batch,
+        which takes its place (right after it) in input order. Once per batch."""
+        chunk = self._chunks.pop(task, None)
+        if chunk is None or done >= len(chunk):
+            return
+        rest = self._launch(chunk[done:])
+        if task in self._sizes:
+            self._sizes[task] = done
+        try:
+            after = self._in_flight.index(task) + 1
+        except ValueError:
+            after = 0  # the oldest, which the consumer has just taken
+        self._in_flight.insert(after, rest)
 
     def _remaining(self) -> float | None:
         if self._deadline is None:
@@ -228,9 +266,12 @@ class MapStream:
         try:
             values, seconds = task.result(0)
             items = len(values)
+            self._continue(task, items)
         except BatchFailed as failed:
+            self._chunks.pop(task, None)
             items, seconds = len(failed.results) + 1, failed.seconds
         except BaseException:  # cancelled, or lost with its worker: no measure
+            self._chunks.pop(task, None)
             return
         overhead = done_at - task._started_at - seconds if task._started_at else 0.0
         self._sizer.update(items, seconds, overhead)
@@ -252,6 +293,9 @@ class MapStream:
                 except BatchFailed as failed:
                     yield from failed.results
                     raise failed.error from None
+                if task in self._chunks:  # done, but not learnt from yet: its rest goes out now
+                    self._continue(task, len(values))
+                    size = len(values)
                 yield from values
                 self._pending_items -= size  # only now: the window bounds what is read ahead
                 self._fill()
