@@ -13,6 +13,7 @@ import os
 import pickle
 import resource
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,7 @@ from helpers import assert_accounted, wait_until
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
 from workpool._backends import process as process_backend
+from workpool._backends._child import Frames
 from workpool._engine import scheduler
 
 
@@ -704,3 +706,52 @@ def test_task_sent_ahead_sees_its_own_attempt_and_deadline(
     for task in tasks:
         _, attempt, deadline = task.result(timeout=30)
         assert attempt == 1 and deadline is not None
+
+
+@pytest.mark.parametrize("sockets", [True, False], ids=["socket", "connection"])
+def test_frames_read_each_message_whole_however_it_is_cut(
+    sockets: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reader of a worker's pipe: messages sent together, empty, long (read in many reads),
+    with the 12-byte header of a message past 2 GiB, a wait that times out, and the pipe's end;
+    through a socket, or where there is none (Windows) through the Connection itself."""
+    if not sockets:
+        monkeypatch.delattr("socket.MSG_DONTWAIT", raising=False)
+    ours, theirs = multiprocessing.Pipe()
+    frames = Frames(ours)
+    assert (frames._recv is not None) is sockets
+    try:
+        assert frames.next(0.01) is None
+        long = os.urandom(3 * 1024 * 1024 + 5)
+        theirs.send_bytes(b"one")
+        theirs.send_bytes(b"")
+        sender = threading.Thread(target=theirs.send_bytes, args=(long,))
+        sender.start()  # it blocks until the reader has read enough of it
+        assert frames.next(5) == b"one"
+        assert frames.next(5) == b""
+        assert frames.read() == long
+        sender.join(10)
+        os.write(theirs.fileno(), struct.pack("!iQ", -1, 3) + b"abc" + struct.pack("!i", 2) + b"de")
+        assert frames.read() == b"abc"
+        assert frames.next(5) == b"de"
+        theirs.close()
+        with pytest.raises(EOFError):
+            frames.next(5)
+    finally:
+        frames.close()
+        ours.close()
+
+
+def _echo_length(data: bytes, *, tail: int) -> tuple[int, bytes]:
+    return len(data), bytes(tail)
+
+
+def test_long_arguments_and_results_cross_between_short_tasks(pool: workpool.Pool) -> None:
+    """A task of megabytes each way, among no-ops sent ahead of it and after it."""
+    small = [pool.submit(abs, -i) for i in range(50)]
+    big = pool.submit(_echo_length, b"x" * (4 * 1024 * 1024), tail=5 * 1024 * 1024)
+    after = [pool.submit(abs, -i) for i in range(50)]
+    assert [t.result(timeout=30) for t in small] == list(range(50))
+    length, tail = big.result(timeout=30)
+    assert (length, len(tail)) == (4 * 1024 * 1024, 5 * 1024 * 1024)
+    assert [t.result(timeout=30) for t in after] == list(range(50))

@@ -26,12 +26,10 @@ import multiprocessing
 import multiprocessing.util
 import os
 import pickle
-import select
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable
 from concurrent.futures import CancelledError
 from multiprocessing.connection import Connection
 from typing import Any
@@ -112,7 +110,7 @@ class _Child:
         "over_memory",
         "parker",
         "process",
-        "readable",
+        "replies",
         "sent",
         "stopping",
         "withdrawn",
@@ -123,8 +121,7 @@ class _Child:
         self.lock = threading.Lock()  # orders interrupt() and recall() against the proxy
         self.process: multiprocessing.process.BaseProcess | None = None
         self.conn: Connection | None = None
-        self.readable: Callable[[float], bool] = _no_pipe
-        """Wait up to so many seconds for the pipe to be readable (a reply or EOF)."""
+        self.replies: _child.Frames | None = None  # reads the pipe once the child is up
         self.dispatch: _child.Dispatch | None = None
         self.current: Task[Any] | None = None  # the task the child runs, if any
         self.ahead: Task[Any] | None = None  # the task reserved for it, if the proxy has it
@@ -299,7 +296,7 @@ class ProcessBackend(Backend):
             finally:
                 theirs.close()
             child.process, child.conn = process, ours
-        child.readable = _readable(ours)
+        child.replies = _child.Frames(ours)
 
     def _serve(self, slot: WorkerSlot, child: _Child) -> None:
         host = self.host
@@ -399,16 +396,18 @@ class ProcessBackend(Backend):
 
     def _receive(self, child: _Child) -> bytes:
         """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""
-        conn, process = child.conn, child.process
-        assert conn is not None
+        replies, process = child.replies, child.process
+        assert replies is not None
         assert process is not None
-        while not child.readable(_TICK):
+        reply = replies.next(_TICK)
+        while reply is None:
             kill_at = child.kill_at
             if kill_at is not None and time.monotonic() >= kill_at:
                 _signal(child, kill=True)
             elif not process.is_alive():
                 raise EOFError  # a descendant still holds its pipe, but the child is dead
-        return conn.recv_bytes()
+            reply = replies.next(_TICK)
+        return reply
 
     def _decode(
         self, slot: WorkerSlot, task: Task[Any], reply: bytes
@@ -498,20 +497,6 @@ def _start_forkserver() -> None:
         os.environ.pop(_MAIN_ENV, None)
 
 
-def _no_pipe(timeout: float) -> bool:
-    raise OSError("no pipe to the child")
-
-
-def _readable(conn: Connection) -> Callable[[float], bool]:
-    """``conn.poll``, made cheap: ``Connection.poll`` builds a selector on every call, some
-    6 us, where a reused ``select.poll`` costs a tenth of it. Once per reply, it counts."""
-    if not hasattr(select, "poll"):
-        return conn.poll
-    poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
-    return lambda timeout: bool(poller.poll(timeout * 1000))
-
-
 def _alive(child: _Child) -> bool:
     """Whether an idle child can take a task. Its pipe is checked too: under forkserver,
     ``is_alive()`` learns of a death only once the server reports it, a moment later, while
@@ -566,6 +551,8 @@ def _stop(child: _Child, grace: float) -> None:
         process.join()
     if conn is not None:
         conn.close()
+    if child.replies is not None:
+        child.replies.close()
 
 
 @atexit.register
