@@ -61,6 +61,12 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Server:
+        self.launch()
+        wait_until(self._answers, timeout=30)
+        return self
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        """Start the process, without waiting for it to answer."""
         env = dict(os.environ, PYTHONPATH=str(TESTS), WORKPOOL_TOKEN=self.token)
         command = [sys.executable, "-m", "workpool.server", "--tasks", "server_tasks"]
         command += ["--port", str(self.port), "--db", str(self.db)]
@@ -68,8 +74,7 @@ class Server:
         self.log = self.log_dir / f"server-{self.port}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(command, cwd=TESTS, env=env, stderr=log)
-        wait_until(self._answers, timeout=30)
-        return self
+        return self.proc
 
     def _answers(self) -> bool:
         assert self.proc is not None

@@ -49,3 +49,9 @@ def stubborn(gate: str, started_dir: str) -> str:
     while not os.path.exists(gate):
         time.sleep(0.01)
     return "done"
+
+
+@workpool.task
+def kill_the_process() -> None:
+    """On the thread backend, this takes the whole server down with it."""
+    os._exit(3)

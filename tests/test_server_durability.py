@@ -121,3 +121,25 @@ def test_sigterm_refuses_new_jobs_while_draining(servers: list[Server], tmp_path
         srv.request("POST", "/jobs", {"task": "add", "args": [1, 2]})
     gate.open()
     assert srv.proc.wait(30) == -signal.SIGTERM  # drained, then ended by the signal
+
+
+def test_a_job_that_kills_the_server_fails_after_two_runs_past_its_retries(
+    servers: list[Server], tmp_path: Path
+) -> None:
+    """A job that takes the server down runs again at each restart, past its retries twice
+    (at least once is the promise); the next restart fails it instead of dying once more."""
+    db = tmp_path / "jobs.sqlite3"
+    first = start(servers, db, workers=1)
+    job = first.submit("kill_the_process", retries=0)["id"]
+    assert first.proc is not None and first.proc.wait(30) == 3
+    for attempts in (1, 2):
+        assert on_disk(db)[job] == ("running", attempts)
+        again = Server(db, workers=1)
+        servers.append(again)
+        assert again.launch().wait(30) == 3  # it ran the job again, and died of it
+    assert on_disk(db)[job] == ("running", 3)
+    last = start(servers, db, workers=1)
+    failed = last.wait_state(job, "failed")
+    assert failed["attempts"] == 3
+    assert "the server died while this job ran" in failed["error"]
+    assert last.submit("add", 1, 2)["id"]  # and the server goes on

@@ -60,6 +60,24 @@ def test_attempts_count_and_recover_requeues_running_jobs(store: JobStore) -> No
     assert [(j.state, j.attempts) for j in recovered] == [("queued", 0), ("queued", 2)]
 
 
+def test_recover_fails_a_job_the_server_died_under_twice_past_its_retries(
+    store: JobStore,
+) -> None:
+    """Left running with retries + 3 attempts (two runs past its retries, each cut short by the
+    server's death), a job is failed by recover; with one attempt fewer, it runs again."""
+    doomed, _ = store.add(JobSpec("add", retries=1))
+    spared, _ = store.add(JobSpec("add", retries=1))
+    for _ in range(4):
+        store.start_attempt(doomed.id)
+    for _ in range(3):
+        store.start_attempt(spared.id)
+    assert [j.id for j in store.recover()] == [spared.id]
+    failed = store.get(doomed.id)
+    assert failed is not None and failed.state == "failed" and failed.attempts == 4
+    assert failed.error is not None and "died while this job ran" in failed.error
+    assert failed.finished_at is not None
+
+
 def test_idempotency_key_conflict_names_the_first_job(store: JobStore) -> None:
     """The same key with the same request returns the job; with another, it raises."""
     job, created = store.add(JobSpec("add", [1], idempotency_key="k"))

@@ -85,6 +85,16 @@ class IdempotencyConflict(Exception):
         super().__init__(f"idempotency key already used by job {job_id} for a different request")
 
 
+LOST_RUNS_TOLERATED = 2
+"""A job that was running when the server died runs again, even past its retries, this many
+times: more, and it is failed at the next start (it may be what kills the server)."""
+
+LOST_RUNS_ERROR = (
+    "given up: the server died while this job ran, again and again past its retries; "
+    "a job that kills its process (os._exit, a crash) is contained on --backend process"
+)
+
+
 class JobStore(Protocol):
     """The durable record of jobs; every change is committed before the call returns."""
 
@@ -111,7 +121,9 @@ class JobStore(Protocol):
         ...
 
     def recover(self) -> list[Job]:
-        """After a restart: running jobs back to queued; return every queued job, in run order."""
+        """After a restart: running jobs back to queued, except those that already ran
+        ``LOST_RUNS_TOLERATED`` times past their retries (failed with ``LOST_RUNS_ERROR``);
+        return every queued job, in run order."""
         ...
 
     def counts(self) -> dict[str, int]:
@@ -268,6 +280,11 @@ class SQLiteStore:
 
     def recover(self) -> list[Job]:
         with self._transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
+                "WHERE state = 'running' AND attempts >= retries + 1 + ?",
+                (LOST_RUNS_ERROR, time.time(), LOST_RUNS_TOLERATED),
+            )
             db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'")
             rows = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE state = 'queued' ORDER BY priority DESC, seq"

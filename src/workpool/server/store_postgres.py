@@ -12,7 +12,18 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from .store import _COLUMNS, FINAL_STATES, STATES, IdempotencyConflict, Job, JobSpec, _job, dumps
+from .store import (
+    _COLUMNS,
+    FINAL_STATES,
+    LOST_RUNS_ERROR,
+    LOST_RUNS_TOLERATED,
+    STATES,
+    IdempotencyConflict,
+    Job,
+    JobSpec,
+    _job,
+    dumps,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workpool_jobs (
@@ -130,6 +141,11 @@ class PostgresStore:
 
     def recover(self) -> list[Job]:
         with self._lock, self._conn.transaction():
+            self._conn.execute(
+                "UPDATE workpool_jobs SET state = 'failed', error = %s, finished_at = %s "
+                "WHERE state = 'running' AND attempts >= retries + 1 + %s",
+                (LOST_RUNS_ERROR, time.time(), LOST_RUNS_TOLERATED),
+            )
             self._conn.execute("UPDATE workpool_jobs SET state = 'queued' WHERE state = 'running'")
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM workpool_jobs WHERE state = 'queued' "
