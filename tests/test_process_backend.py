@@ -13,6 +13,7 @@ import os
 import pickle
 import resource
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -740,6 +741,53 @@ def test_frames_read_each_message_whole_however_it_is_cut(
     finally:
         frames.close()
         ours.close()
+
+
+def test_frames_wait_for_a_message_that_comes_a_byte_at_a_time() -> None:
+    """A header, then a body, arriving in pieces: no message until the last byte is in."""
+    ours, theirs = multiprocessing.Pipe()
+    frames = Frames(ours)
+    try:
+        whole = struct.pack("!i", 3) + b"xyz"
+        for byte in whole[:-1]:
+            os.write(theirs.fileno(), bytes([byte]))
+            assert frames.next(0.01) is None
+        os.write(theirs.fileno(), whole[-1:])
+        assert frames.next(5) == b"xyz"
+        os.write(theirs.fileno(), struct.pack("!i", -5))
+        with pytest.raises(OSError, match="bad message length"):
+            frames.next(5)
+    finally:
+        frames.close()
+        ours.close()
+        theirs.close()
+
+
+def _short_socket_timeout() -> None:
+    socket.setdefaulttimeout(0.2)
+
+
+def _slow_echo_length(data: bytes) -> int:
+    time.sleep(0.5)  # longer than the default socket timeout
+    return len(data)
+
+
+def test_a_default_socket_timeout_leaves_the_pipes_blocking() -> None:
+    """socket.setdefaulttimeout (urllib users set it) in the parent and in the workers: pipes
+    stay blocking, a task outlasts the timeout, megabytes cross both ways."""
+    before = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.2)
+    try:
+        ours, theirs = multiprocessing.Pipe()
+        Frames(ours).close()
+        assert os.get_blocking(ours.fileno())
+        ours.close()
+        theirs.close()
+        with workpool.Pool(1, backend="process", initializer=_short_socket_timeout) as pool:
+            assert pool.submit(_slow_echo_length, b"x" * (4 * 1024 * 1024)).result(30) == 4 << 20
+            assert len(pool.submit(bytes, 4 * 1024 * 1024).result(30)) == 4 << 20
+    finally:
+        socket.setdefaulttimeout(before)
 
 
 def _echo_length(data: bytes, *, tail: int) -> tuple[int, bytes]:

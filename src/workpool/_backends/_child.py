@@ -86,43 +86,59 @@ class Dispatch(NamedTuple):
             self.lock.release()
 
 
+Message = bytes | bytearray
+"""A message as read: bytes, or the bytearray a long one was read into."""
+
+
 class Frames:
     """Messages read off a pipe in as few system calls as can be.
 
     Every system call lets the GIL go, and in the parent, with a proxy thread per worker and a
     submitter, another thread takes it nearly every time: read as ``Connection`` reads (a poll,
-    a read for the length, a read for the body), a reply costs three hand-overs. Here one read
-    usually brings a whole message (with any other already sent), and the parent polls only
-    when nothing is there yet. Frames are ``Connection``'s, as the other end sends them: a
-    4-byte big-endian length (-1, then 8 bytes of length, past 2 GiB), then the bytes.
+    a read for the length, a read for the body), a reply that is already there costs three
+    hand-overs, where here one read usually brings it whole (with any other already sent).
+    Frames are ``Connection``'s, as the other end sends them: a 4-byte big-endian length (-1,
+    then 8 bytes of length, past 2 GiB), then the bytes. A long message is read straight into
+    a buffer of its size, which is returned as it is (a bytearray).
     """
 
-    __slots__ = ("_buffer", "_conn", "_missing", "_poll", "_recv", "close")
+    __slots__ = ("_buffer", "_conn", "_filled", "_long", "_poll", "_recv", "_recv_into", "close")
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._buffer = bytearray()
-        self._missing = 0  # bytes that the message begun in the buffer still lacks
+        self._long: bytearray | None = None  # a long message being read, and how much is in
+        self._filled = 0
         self._recv: Callable[..., bytes] | None = None
+        self._recv_into: Callable[..., int] = _no_socket
         self._poll: Callable[[float], bool] = conn.poll
         self.close: Callable[[], None] = _nothing
-        if hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT"):
-            # A duplex Pipe is a socket pair here: a socket on a copy of the descriptor reads
-            # it, with or without waiting, and closes only its copy.
-            sock = socket.socket(fileno=os.dup(conn.fileno()))
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLIN)
-            self._recv = sock.recv
-            self._poll = lambda timeout: bool(poller.poll(timeout * 1000))
-            self.close = sock.close
+        if not (hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")):
+            return
+        # A duplex Pipe is a socket pair here: a socket on a copy of the descriptor reads it,
+        # with or without waiting, and closes only its copy.
+        fd = os.dup(conn.fileno())
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            os.close(fd)
+            return  # not a socket after all: Connection's own way
+        # A default timeout (socket.setdefaulttimeout) makes a new socket non-blocking, and the
+        # copy shares that flag with the Connection: both must stay blocking.
+        sock.setblocking(True)
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        self._recv, self._recv_into = sock.recv, sock.recv_into
+        self._poll = lambda timeout: bool(poller.poll(timeout * 1000))
+        self.close = sock.close
 
-    def read(self) -> bytes:
+    def read(self) -> Message:
         """The next message, however long it takes to come; EOFError at the end of the pipe."""
         message = self.next(None)
         assert message is not None
         return message
 
-    def next(self, timeout: float | None) -> bytes | None:
+    def next(self, timeout: float | None) -> Message | None:
         """The next message; None if none came within ``timeout`` seconds; EOFError at the end
         of the pipe. With no timeout, wait as long as it takes."""
         recv = self._recv
@@ -130,25 +146,35 @@ class Frames:
             if timeout is not None and not self._poll(timeout):
                 return None
             return self._conn.recv_bytes()
+        flags = 0 if timeout is None else socket.MSG_DONTWAIT
         while True:
             message = self._take()
             if message is not None:
                 return message
-            size = min(max(_READ_SIZE, self._missing), _READ_MOST)
-            if timeout is None:
-                data = recv(size)
-            else:
-                try:
-                    data = recv(size, socket.MSG_DONTWAIT)
-                except BlockingIOError:
-                    if not self._poll(timeout):
-                        return None
-                    continue
-            if not data:
+            try:
+                if self._long is None:
+                    data = recv(_READ_SIZE, flags)
+                    received = len(data)
+                    self._buffer += data
+                else:
+                    received = self._recv_into(memoryview(self._long)[self._filled :], 0, flags)
+                    self._filled += received
+            except BlockingIOError:
+                assert timeout is not None
+                if not self._poll(timeout):
+                    return None
+                continue
+            if not received:
                 raise EOFError
-            self._buffer += data
 
-    def _take(self) -> bytes | None:
+    def _take(self) -> Message | None:
+        """A whole message from what was read, if there is one."""
+        long = self._long
+        if long is not None:
+            if self._filled < len(long):
+                return None
+            self._long = None
+            return long
         buffer = self._buffer
         if len(buffer) < 4:
             return None
@@ -159,14 +185,20 @@ class Frames:
                 return None
             (size,) = _LONG_LENGTH.unpack_from(buffer, 4)
             start = 12
+        elif size < 0:
+            raise OSError(f"bad message length {size} on the pipe")
         end = start + size
+        if len(buffer) < end and size > _READ_SIZE:
+            long = self._long = bytearray(size)  # read the rest straight into it
+            self._filled = len(buffer) - start
+            long[: self._filled] = memoryview(buffer)[start:]
+            buffer.clear()
+            return None
         if len(buffer) < end:
-            self._missing = end - len(buffer)
             return None
         with memoryview(buffer) as view:
             message = bytes(view[start:end])
         del buffer[:end]
-        self._missing = 0
         return message
 
 
@@ -174,8 +206,11 @@ def _nothing() -> None:
     pass
 
 
+def _no_socket(*args: object) -> int:
+    raise OSError("no socket")
+
+
 _READ_SIZE = 64 * 1024
-_READ_MOST = 1024 * 1024  # a long message comes in reads of this much
 _LENGTH = struct.Struct("!i")
 _LONG_LENGTH = struct.Struct("!Q")
 
@@ -205,25 +240,29 @@ def main(
 
 
 def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
-    recv, send = Frames(conn).read, conn.send_bytes
+    frames = Frames(conn)
+    recv, send = frames.read, conn.send_bytes
     number_size = NUMBER.size
-    while True:
-        try:
-            message = recv()
-        except (EOFError, OSError):
-            return  # the parent is gone
-        if message == STOP:
-            return
-        if not dispatch.begin(NUMBER.unpack_from(message)[0]):
-            continue
-        tb = None
-        try:
-            fn, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
-            value, ok = _run_as_task(fn, args, kwargs, about), True
-        except BaseException as exc:
-            value, ok, tb = exc, False, traceback.format_exc()
-        send(_reply(ok, value, tb, _rss() if measure_rss else 0))
-        del value, message  # free the task's data before waiting for the next
+    try:
+        while True:
+            try:
+                message = recv()
+            except (EOFError, OSError):
+                return  # the parent is gone
+            if message == STOP:
+                return
+            if not dispatch.begin(NUMBER.unpack_from(message)[0]):
+                continue
+            tb = None
+            try:
+                fn, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
+                value, ok = _run_as_task(fn, args, kwargs, about), True
+            except BaseException as exc:
+                value, ok, tb = exc, False, traceback.format_exc()
+            send(_reply(ok, value, tb, _rss() if measure_rss else 0))
+            del value, message  # free the task's data before waiting for the next
+    finally:
+        frames.close()
 
 
 def _run_as_task(

@@ -394,7 +394,7 @@ class ProcessBackend(Backend):
             child.ahead_no = child.sent
         child.conn.send_bytes(message)
 
-    def _receive(self, child: _Child) -> bytes:
+    def _receive(self, child: _Child) -> _child.Message:
         """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""
         replies, process = child.replies, child.process
         assert replies is not None
@@ -410,7 +410,7 @@ class ProcessBackend(Backend):
         return reply
 
     def _decode(
-        self, slot: WorkerSlot, task: Task[Any], reply: bytes
+        self, slot: WorkerSlot, task: Task[Any], reply: _child.Message
     ) -> tuple[Any, BaseException | None]:
         try:
             ok, value, tb, rss = pickle.loads(reply)
