@@ -16,7 +16,7 @@ from ._engine import Scheduler
 from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
-from ._streams import BUDGET, Batch, BatchSizer, MapStream, run_batch
+from ._streams import Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
 from .observe.progress import ProgressLike, map_progress
 
@@ -50,8 +50,9 @@ def _map_plan(
     chunksize: int | None,
     window: int | None,
 ) -> _MapPlan:
-    """Batch as ``multiprocessing.Pool.map`` does where the input's length is known (about four
-    batches a worker, all sent at once); else probe and grow (see ``_streams``)."""
+    """Probe with one item per worker; then, where the input's length is known, batch as
+    ``multiprocessing.Pool.map`` does (about four batches a worker, all sent at once) unless
+    the items proved slow; else grow batches step by step (see ``_streams``)."""
     if not batching:
         window = max(16, 4 * workers) if window is None else window
         return _MapPlan(None, window, window, 0)
@@ -59,8 +60,8 @@ def _map_plan(
     if not expected:
         window = _BATCH_WINDOW if window is None else window
         return _MapPlan(BatchSizer(fixed=chunksize), window, 2 * workers + 2, workers)
-    sizer = BatchSizer(first=-(-expected // (4 * workers)), limit=_SIZED_BATCH_LIMIT)
-    return _MapPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, 0)
+    sizer = BatchSizer(limit=_SIZED_BATCH_LIMIT, share=-(-expected // (4 * workers)))
+    return _MapPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, workers)
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
@@ -223,10 +224,9 @@ class Pool(Executor):
             return task
 
         star = len(iterables) != 1  # one input: its items go as they are, not in 1-tuples
-        budget = None if chunksize else BUDGET  # a chunk size given is kept
 
         def submit_batch(items: list[Any]) -> Task[Batch]:
-            task = Task(run_batch, (fn, items, star, budget), {}, batch_options, core)
+            task = Task(run_batch, (fn, items, star), {}, batch_options, core)
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 

@@ -6,12 +6,13 @@ awaited first); unordered ones as they complete. When the consumer stops early, 
 raises, the work still in flight is cancelled.
 
 Small items are run in *batches*, one task per batch, because a task's dispatch costs far more
-than a trivial call. Where the input says its length (a list, a range), the first batches are
-cut as ``multiprocessing.Pool.map`` cuts its chunks: about four per worker, all sent at once, so
-that a short map pays no probing round trip (and a few slow items still go one per batch, to
-every worker). Otherwise a ``BatchSizer`` starts with one single-item batch per worker (so slow
-items are spread over every worker at once, and nothing queues behind those probes) and grows
-batches while they run short, towards a target duration per batch. It also learns a batch's
+than a trivial call. A ``BatchSizer`` starts with one single-item batch per worker (so slow
+items are spread over every worker at once, the first result comes after one item, and nothing
+queues behind those probes). Where the input says its length (a list, a range), the next
+batches are cut as ``multiprocessing.Pool.map`` cuts its chunks, about four per worker, all
+sent at once, unless the probes showed items too slow for that (a batch should run about a
+target duration). Otherwise batches grow while they run short, towards that target. It also
+learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
 runs about as long as that overhead, and their target grows with it, so that a map on processes
@@ -47,18 +48,9 @@ class BatchFailed(Exception):
         self.seconds = seconds
 
 
-BUDGET = 0.1
-"""Seconds a batch runs at most (about; up to twice that) before it returns what it has done:
-the rest of its items go out again as a new batch. So a batch cut before any timing is known
-(an input of known length) never holds slow items back for long."""
-
-
-def run_batch(
-    fn: Callable[..., Any], items: list[Any], star: bool = True, budget: float | None = None
-) -> Batch:
+def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Batch:
     """Call ``fn`` on each item in order (``fn(*item)`` if ``star``, else ``fn(item)``); stop at
-    the first error, when cancelled, or once ``budget`` seconds have passed (returning fewer
-    results than items: the caller runs the rest)."""
+    the first error or when cancelled."""
     started = time.perf_counter()
     running = _current.get()
     task = None if running is None else running[0]
@@ -68,31 +60,26 @@ def run_batch(
         task = None
     results: list[Any] = []
     append = results.append
-    total = len(items)
-    # Under a budget, items run in slices of 1, 2, 4... with the clock read between them.
-    done, step = 0, total if budget is None else 1
     try:
-        while done < total:
-            part = items if not done and step >= total else items[done : done + step]
-            if task is not None:
-                for item in part:
-                    if task._cancel_requested:
-                        raise CancelledError()  # the map was closed: the rest is unwanted
-                    append(fn(*item) if star else fn(item))
-            else:
-                # extend() keeps what the iterator gave before an error: ``results`` still says
-                # which item raised. It runs the loop in C, the fastest a worker process can go.
-                results.extend(itertools.starmap(fn, part) if star else map(fn, part))
-            done += len(part)
-            if budget is not None and time.perf_counter() - started >= budget:
-                break
-            step *= 2
+        if task is not None:
+            for item in items:
+                if task._cancel_requested:
+                    raise CancelledError()  # the map was closed: the rest is unwanted
+                append(fn(*item) if star else fn(item))
+        else:
+            # extend() keeps what the iterator gave before an error: ``results`` still says
+            # which item raised. It runs the loop in C, the fastest a worker process can go.
+            results.extend(itertools.starmap(fn, items) if star else map(fn, items))
     except CancelledError:
         raise  # the map was closed: the batch ends cancelled, not failed
     except Exception as error:
         raise BatchFailed(results, error, time.perf_counter() - started) from None
     return results, time.perf_counter() - started
 
+
+_SHARE_SECONDS = 0.1
+"""A batch of an input's share (its length cut as Pool.map cuts it) may run this long at most:
+items slower than that are batched to the target duration instead."""
 
 _OVERHEAD_SHARE = 8
 """A batch should run at least this many times its dispatch overhead (overhead under 12%)."""
@@ -102,7 +89,7 @@ class BatchSizer:
     """Items per batch, adapted so that a batch runs about ``target`` seconds, or longer where
     dispatching a batch costs much (see the module's docstring)."""
 
-    __slots__ = ("fixed", "limit", "overhead", "size", "target")
+    __slots__ = ("fixed", "limit", "overhead", "share", "size", "target")
 
     def __init__(
         self,
@@ -111,11 +98,13 @@ class BatchSizer:
         limit: int = 1024,
         *,
         first: int = 1,
+        share: int = 0,
     ) -> None:
         self.fixed = fixed
         self.size = fixed or max(1, min(limit, first))
         self.target = target
         self.limit = limit
+        self.share = share  # the input's length cut as Pool.map cuts it, where it is known
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
 
     def update(self, items: int, seconds: float, overhead: float = 0.0) -> None:
@@ -128,6 +117,10 @@ class BatchSizer:
             self.size = min(self.limit, self.size * 4)
             return
         per_item = seconds / items
+        share = min(self.share, self.limit)
+        if share and per_item * share <= _SHARE_SECONDS:
+            self.size = share  # where the input's length is known: cut as Pool.map cuts it
+            return
         ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
         # At most 4x a step, so that items that turn slow are not bunched; but where dispatch
         # costs more than the target (processes), waiting steps out costs more than that risk.
@@ -166,7 +159,6 @@ class MapStream:
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
         self._sizes: dict[Task[Any], int] = {}
-        self._chunks: dict[Task[Any], list[Any]] = {}  # a batch's items, until it is done
         self._pending_items = 0
         self._completed: queue.SimpleQueue[tuple[Task[Any], float]] = queue.SimpleQueue()
         self._fill()  # start the first window now, as Executor.map starts all
@@ -189,38 +181,19 @@ class MapStream:
         if not chunk:
             self._items = None
             return False
-        self._in_flight.append(self._launch(chunk))
-        self._pending_items += len(chunk)
-        return True
-
-    def _launch(self, chunk: list[Any]) -> Task[Any]:
         if self._submit_batch is None:
             task: Task[Any] = self._submit(chunk[0])
         else:
             task = self._submit_batch(chunk)
-            self._chunks[task] = chunk
+        self._in_flight.append(task)
         self._sizes[task] = len(chunk)
+        self._pending_items += len(chunk)
         if self._submit_batch is not None or not self._ordered:
             put, clock = self._completed.put, time.monotonic
             # The callback is given the task: closing over it would make a cycle, which keeps a
             # finished batch and its results alive until the garbage collector's next full pass.
             task.add_done_callback(lambda done: put((cast("Task[Any]", done), clock())))
-        return task
-
-    def _continue(self, task: Task[Batch], done: int) -> None:
-        """A batch ran out of time after ``done`` items: its other items go out as a new batch,
-        which takes its place (right after it) in input order. Once per batch."""
-        chunk = self._chunks.pop(task, None)
-        if chunk is None or done >= len(chunk):
-            return
-        rest = self._launch(chunk[done:])
-        if task in self._sizes:
-            self._sizes[task] = done
-        try:
-            after = self._in_flight.index(task) + 1
-        except ValueError:
-            after = 0  # the oldest, which the consumer has just taken
-        self._in_flight.insert(after, rest)
+        return True
 
     def _remaining(self) -> float | None:
         if self._deadline is None:
@@ -266,12 +239,9 @@ class MapStream:
         try:
             values, seconds = task.result(0)
             items = len(values)
-            self._continue(task, items)
         except BatchFailed as failed:
-            self._chunks.pop(task, None)
             items, seconds = len(failed.results) + 1, failed.seconds
         except BaseException:  # cancelled, or lost with its worker: no measure
-            self._chunks.pop(task, None)
             return
         overhead = done_at - task._started_at - seconds if task._started_at else 0.0
         self._sizer.update(items, seconds, overhead)
@@ -293,9 +263,6 @@ class MapStream:
                 except BatchFailed as failed:
                     yield from failed.results
                     raise failed.error from None
-                if task in self._chunks:  # done, but not learnt from yet: its rest goes out now
-                    self._continue(task, len(values))
-                    size = len(values)
                 yield from values
                 self._pending_items -= size  # only now: the window bounds what is read ahead
                 self._fill()
