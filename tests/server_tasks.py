@@ -52,6 +52,9 @@ def stubborn(gate: str, started_dir: str) -> str:
 
 
 @workpool.task
-def kill_the_process() -> None:
-    """On the thread backend, this takes the whole server down with it."""
+def kill_the_process(gate: str) -> None:
+    """On the thread backend, this takes the whole server down with it, once ``gate`` exists
+    (so that the server has answered the submission first)."""
+    while not os.path.exists(gate):
+        time.sleep(0.01)  # polling a file: the gate crosses processes
     os._exit(3)

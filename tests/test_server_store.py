@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,22 +61,44 @@ def test_attempts_count_and_recover_requeues_running_jobs(store: JobStore) -> No
     assert [(j.state, j.attempts) for j in recovered] == [("queued", 0), ("queued", 2)]
 
 
-def test_recover_fails_a_job_the_server_died_under_twice_past_its_retries(
-    store: JobStore,
-) -> None:
-    """Left running with retries + 3 attempts (two runs past its retries, each cut short by the
-    server's death), a job is failed by recover; with one attempt fewer, it runs again."""
-    doomed, _ = store.add(JobSpec("add", retries=1))
-    spared, _ = store.add(JobSpec("add", retries=1))
-    for _ in range(4):
+def test_recover_fails_a_job_the_server_died_under_three_times(store: JobStore) -> None:
+    """Each recover counts a lost run for each job left running; the third fails the job. Its
+    attempts do not count: a job retried many times, lost once, runs again."""
+    doomed, _ = store.add(JobSpec("add"))
+    retried, _ = store.add(JobSpec("add", retries=5))
+    for _ in range(4):  # four real attempts, ended as failures
+        store.start_attempt(retried.id)
+        store.finish(retried.id, "failed", None, "boom")
+        store.requeue([retried.id])
+    for lost in range(1, 4):
         store.start_attempt(doomed.id)
-    for _ in range(3):
-        store.start_attempt(spared.id)
-    assert [j.id for j in store.recover()] == [spared.id]
+        if lost == 3:
+            store.start_attempt(retried.id)
+        recovered = [job.id for job in store.recover()]
+        assert recovered == ([doomed.id, retried.id] if lost < 3 else [retried.id])
     failed = store.get(doomed.id)
-    assert failed is not None and failed.state == "failed" and failed.attempts == 4
-    assert failed.error is not None and "died while this job ran" in failed.error
+    assert failed is not None and (failed.state, failed.attempts) == ("failed", 3)
+    assert failed.error is not None and "died while this job ran, 3 times" in failed.error
     assert failed.finished_at is not None
+    again = store.get(retried.id)
+    assert again is not None and (again.state, again.attempts) == ("queued", 5)
+
+
+def test_a_file_from_before_lost_runs_were_counted_gets_the_column(tmp_path: Path) -> None:
+    """A jobs file made before ``lost_runs`` existed is given the column when opened."""
+    if sqlite3.sqlite_version_info < (3, 35):
+        pytest.skip("DROP COLUMN needs SQLite 3.35")
+    path = str(tmp_path / "jobs.sqlite3")
+    SQLiteStore(path).close()
+    with sqlite3.connect(path) as old:
+        old.execute("ALTER TABLE jobs DROP COLUMN lost_runs")
+    store = SQLiteStore(path)
+    try:
+        job, _ = store.add(JobSpec("add"))
+        store.start_attempt(job.id)
+        assert [j.id for j in store.recover()] == [job.id]
+    finally:
+        store.close()
 
 
 def test_idempotency_key_conflict_names_the_first_job(store: JobStore) -> None:

@@ -8,9 +8,9 @@
                    store.finish <── done callback ─┘
 
 On start, ``recover`` turns every job left running by a dead server back to queued and runs
-it again (at least once; its attempts so far stay counted), unless it has already run twice
-past its retries, each time under a server that died: then it may be what kills the server,
-and it fails instead. On drain (SIGTERM), the pool stops
+it again (at least once; its attempts so far stay counted), unless the server has died under
+it three times: then it may be what kills the server, and it fails instead. On drain
+(SIGTERM), the pool stops
 taking work, running jobs get a grace period, and whatever is left is put back to queued.
 """
 

@@ -86,11 +86,11 @@ class IdempotencyConflict(Exception):
 
 
 LOST_RUNS_TOLERATED = 2
-"""A job that was running when the server died runs again, even past its retries, this many
-times: more, and it is failed at the next start (it may be what kills the server)."""
+"""A job that was running when the server died runs again (whatever its retries), this many
+times; the next time the server dies under it, it is failed instead: it may be what kills it."""
 
 LOST_RUNS_ERROR = (
-    "given up: the server died while this job ran, again and again past its retries; "
+    f"given up: the server died while this job ran, {LOST_RUNS_TOLERATED + 1} times; "
     "a job that kills its process (os._exit, a crash) is contained on --backend process"
 )
 
@@ -121,8 +121,8 @@ class JobStore(Protocol):
         ...
 
     def recover(self) -> list[Job]:
-        """After a restart: running jobs back to queued, except those that already ran
-        ``LOST_RUNS_TOLERATED`` times past their retries (failed with ``LOST_RUNS_ERROR``);
+        """After a restart: running jobs back to queued, each with one more lost run, except
+        those lost more than ``LOST_RUNS_TOLERATED`` times (failed with ``LOST_RUNS_ERROR``);
         return every queued job, in run order."""
         ...
 
@@ -155,7 +155,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
-    finished_at REAL
+    finished_at REAL,
+    lost_runs INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at);
@@ -186,6 +187,9 @@ class SQLiteStore:
         self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "lost_runs" not in columns:  # a file from before it was counted
+            self._db.execute("ALTER TABLE jobs ADD COLUMN lost_runs INTEGER NOT NULL DEFAULT 0")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -280,9 +284,10 @@ class SQLiteStore:
 
     def recover(self) -> list[Job]:
         with self._transaction() as db:
+            db.execute("UPDATE jobs SET lost_runs = lost_runs + 1 WHERE state = 'running'")
             db.execute(
                 "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? "
-                "WHERE state = 'running' AND attempts >= retries + 1 + ?",
+                "WHERE state = 'running' AND lost_runs > ?",
                 (LOST_RUNS_ERROR, time.time(), LOST_RUNS_TOLERATED),
             )
             db.execute("UPDATE jobs SET state = 'queued' WHERE state = 'running'")

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS workpool_jobs (
 );
 CREATE INDEX IF NOT EXISTS workpool_jobs_state ON workpool_jobs (state, seq);
 CREATE INDEX IF NOT EXISTS workpool_jobs_finished ON workpool_jobs (finished_at);
+ALTER TABLE workpool_jobs ADD COLUMN IF NOT EXISTS lost_runs INTEGER NOT NULL DEFAULT 0;
 """
 
 
@@ -142,8 +143,11 @@ class PostgresStore:
     def recover(self) -> list[Job]:
         with self._lock, self._conn.transaction():
             self._conn.execute(
+                "UPDATE workpool_jobs SET lost_runs = lost_runs + 1 WHERE state = 'running'"
+            )
+            self._conn.execute(
                 "UPDATE workpool_jobs SET state = 'failed', error = %s, finished_at = %s "
-                "WHERE state = 'running' AND attempts >= retries + 1 + %s",
+                "WHERE state = 'running' AND lost_runs > %s",
                 (LOST_RUNS_ERROR, time.time(), LOST_RUNS_TOLERATED),
             )
             self._conn.execute("UPDATE workpool_jobs SET state = 'queued' WHERE state = 'running'")
