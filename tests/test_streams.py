@@ -49,18 +49,24 @@ def test_batch_sizer_starts_at_the_first_size_given_up_to_its_limit() -> None:
     assert BatchSizer(fixed=3, first=625).size == 3
 
 
-def test_batch_sizer_cuts_a_known_length_as_pool_map_unless_items_are_slow() -> None:
-    """After a probe, batches take the input's share (as Pool.map cuts it, up to the limit)
-    if that runs under 0.1 s; else they keep to the target duration."""
+def test_batch_sizer_cuts_a_known_length_as_pool_map_to_a_tenth_of_a_second() -> None:
+    """After a probe, batches take the input's share (as Pool.map cuts it, up to the limit),
+    or the items that run in 0.1 s, if fewer."""
     fast = BatchSizer(limit=4096, share=10_000)
     fast.update(1, 20e-6, overhead=1e-5)
     assert fast.size == 4096  # 82 ms of 20 us items
     medium = BatchSizer(limit=4096, share=2000)
-    medium.update(1, 100e-6, overhead=1e-5)
-    assert medium.size == 4  # 200 ms would be too long: grown 4x a step, towards 2 ms
+    medium.update(1, 1e-3, overhead=1e-5)
+    assert medium.size == 100  # 0.1 s of 1 ms items
+    medium.update(100, 0.05)
+    assert medium.size == 200  # they turned out faster
     slow = BatchSizer(limit=4096, share=10_000)
     slow.update(1, 1.0, overhead=3e-4)
     assert slow.size == 1
+    noisy = BatchSizer(limit=4096, share=625)
+    noisy.update(1, 20e-6)
+    noisy.update(1, 1.2e-3)  # a probe slowed down: the fastest one speaks for the items
+    assert noisy.size == 625
 
 
 def test_map_of_a_known_length_probes_then_cuts_the_rest_from_it() -> None:

@@ -10,9 +10,8 @@ than a trivial call. A ``BatchSizer`` starts with one single-item batch per work
 items are spread over every worker at once, the first result comes after one item, and nothing
 queues behind those probes). Where the input says its length (a list, a range), the next
 batches are cut as ``multiprocessing.Pool.map`` cuts its chunks, about four per worker, all
-sent at once, unless the probes showed items too slow for that (a batch should run about a
-target duration). Otherwise batches grow while they run short, towards that target. It also
-learns a batch's
+sent at once, but to no more items than the probes say run in 0.1 s. Otherwise batches grow
+while they run short, towards a target duration. It also learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
 runs about as long as that overhead, and their target grows with it, so that a map on processes
@@ -78,8 +77,9 @@ def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Ba
 
 
 _SHARE_SECONDS = 0.1
-"""A batch of an input's share (its length cut as Pool.map cuts it) may run this long at most:
-items slower than that are batched to the target duration instead."""
+"""Where the input's length is known, a batch is the input's share (cut as Pool.map cuts it),
+or as many items as run this long, if fewer: long enough to make dispatch cost nothing, short
+enough that results and progress keep coming."""
 
 _OVERHEAD_SHARE = 8
 """A batch should run at least this many times its dispatch overhead (overhead under 12%)."""
@@ -89,7 +89,7 @@ class BatchSizer:
     """Items per batch, adapted so that a batch runs about ``target`` seconds, or longer where
     dispatching a batch costs much (see the module's docstring)."""
 
-    __slots__ = ("fixed", "limit", "overhead", "share", "size", "target")
+    __slots__ = ("fastest", "fixed", "limit", "overhead", "share", "size", "target")
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class BatchSizer:
         self.target = target
         self.limit = limit
         self.share = share  # the input's length cut as Pool.map cuts it, where it is known
+        self.fastest = 0.0  # the least seconds a single-item batch took, once there is one
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
 
     def update(self, items: int, seconds: float, overhead: float = 0.0) -> None:
@@ -117,9 +118,12 @@ class BatchSizer:
             self.size = min(self.limit, self.size * 4)
             return
         per_item = seconds / items
-        share = min(self.share, self.limit)
-        if share and per_item * share <= _SHARE_SECONDS:
-            self.size = share  # where the input's length is known: cut as Pool.map cuts it
+        if self.share:  # the input's length is known: cut as Pool.map cuts it, time permitting
+            if items == 1:
+                # One item is a noisy measure (a worker descheduled for a moment): of the
+                # probes, the fastest speaks for the items.
+                per_item = self.fastest = min(per_item, self.fastest or per_item)
+            self.size = max(1, int(min(self.share, self.limit, _SHARE_SECONDS / per_item)))
             return
         ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
         # At most 4x a step, so that items that turn slow are not bunched; but where dispatch
