@@ -42,13 +42,6 @@ def test_batched_map_starts_its_first_items_on_every_worker_at_once() -> None:
         assert list(pool.map(lambda _: barrier.wait() >= 0, range(3))) == [True] * 3
 
 
-def test_batch_sizer_starts_at_the_first_size_given_up_to_its_limit() -> None:
-    """A first size (from a known input length) is where batches start, capped by the limit."""
-    assert BatchSizer(first=625).size == 625
-    assert BatchSizer(first=50_000, limit=1024).size == 1024
-    assert BatchSizer(fixed=3, first=625).size == 3
-
-
 def test_batch_sizer_cuts_a_known_length_as_pool_map_to_a_tenth_of_a_second() -> None:
     """After a probe, batches take the input's share (as Pool.map cuts it, up to the limit),
     or the items that run in 0.1 s, if fewer."""

@@ -51,8 +51,8 @@ def _map_plan(
     window: int | None,
 ) -> _MapPlan:
     """Probe with one item per worker; then, where the input's length is known, batch as
-    ``multiprocessing.Pool.map`` does (about four batches a worker, all sent at once) unless
-    the items proved slow; else grow batches step by step (see ``_streams``)."""
+    ``multiprocessing.Pool.map`` does (about four batches a worker, all sent at once), to no
+    more items than run in 0.1 s; else grow batches step by step (see ``_streams``)."""
     if not batching:
         window = max(16, 4 * workers) if window is None else window
         return _MapPlan(None, window, window, 0)

@@ -97,11 +97,10 @@ class BatchSizer:
         target: float = 0.002,
         limit: int = 1024,
         *,
-        first: int = 1,
         share: int = 0,
     ) -> None:
         self.fixed = fixed
-        self.size = fixed or max(1, min(limit, first))
+        self.size = fixed or 1
         self.target = target
         self.limit = limit
         self.share = share  # the input's length cut as Pool.map cuts it, where it is known

@@ -10,8 +10,8 @@
 On start, ``recover`` turns every job left running by a dead server back to queued and runs
 it again (at least once; its attempts so far stay counted), unless the server has died under
 it three times: then it may be what kills the server, and it fails instead. On drain
-(SIGTERM), the pool stops
-taking work, running jobs get a grace period, and whatever is left is put back to queued.
+(SIGTERM), the pool stops taking work, running jobs get a grace period, and whatever is left
+is put back to queued.
 """
 
 from __future__ import annotations
