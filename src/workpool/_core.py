@@ -44,9 +44,9 @@ class PoolCore:
         self.engine = engine
         self.clock = clock
         self.broken_error: BrokenPool | None = None
-        self._not_full = threading.Condition(self.lock)
-        self._all_done = threading.Condition(self.lock)
-        self._timer_wakeup = threading.Condition(self.lock)
+        # Conditions on the lock, each built by the first thread to wait on it: most pools
+        # never need one, and each costs more to build than the rest of the pool.
+        self._conditions: dict[str, threading.Condition] = {}
         self._space_waiters = 0
         self._done_waiters = 0
         self._timer: threading.Thread | None = None
@@ -103,7 +103,7 @@ class PoolCore:
                 remaining = None if deadline is None else deadline - self.clock()
                 if remaining is not None and remaining <= 0:
                     raise QueueFull(engine.queue_size)
-                self._not_full.wait(remaining)
+                self._condition("not_full").wait(remaining)
         finally:
             self._space_waiters -= 1
         if self.broken_error is not None:
@@ -120,7 +120,7 @@ class PoolCore:
             if verdict:
                 self._resolving.append(task)
                 if self._space_waiters:
-                    self._not_full.notify()
+                    self._condition("not_full").notify()
         if verdict:
             self._settle(task, _CANCELLED, None, None)
             return True
@@ -137,9 +137,11 @@ class PoolCore:
                 "that task itself; wait for the tasks you need (task.result()) instead"
             )
         with self.lock:
+            if self._all_finished():
+                return True
             self._done_waiters += 1
             try:
-                return self._all_done.wait_for(self._all_finished, timeout)
+                return self._condition("all_done").wait_for(self._all_finished, timeout)
             finally:
                 self._done_waiters -= 1
 
@@ -186,7 +188,7 @@ class PoolCore:
             return False
         with self.lock:
             timer = self._timer
-            self._timer_wakeup.notify()
+            self._wake_timer()
         if timer is not None and timer is not threading.current_thread():
             timer.join(remaining())
         return True
@@ -206,8 +208,7 @@ class PoolCore:
             self._resolving.extend(cancelled)
             running = engine.running_tasks() if stop_running else []
             wakeups = self._take_wakeups()
-            self._not_full.notify_all()
-            self._timer_wakeup.notify()
+            self._wake_all_waiters()
         if self.observers:
             emit(self.observers, "pool_changed", "closed")
         if wakeups:
@@ -260,7 +261,7 @@ class PoolCore:
                     task._result, task._exception, task._state = value, error, _FINISHED
                     final = False
                     if self._done_waiters and self._all_finished():
-                        self._all_done.notify_all()
+                        self._condition("all_done").notify_all()
                 else:
                     self._resolving.append(task)
             wakeups = self._after_take()
@@ -334,8 +335,7 @@ class PoolCore:
                 failed.append(task)  # taken by the worker that could not start it
             self._resolving.extend(failed)
             wakeups = self._take_wakeups() or []
-            self._not_full.notify_all()
-            self._timer_wakeup.notify()
+            self._wake_all_waiters()
         for other in wakeups:  # a broken pool starts no worker; idle ones wake to retire
             if other.handle is not None:
                 self.backend.wake(other)
@@ -394,7 +394,7 @@ class PoolCore:
     def _after_take(self) -> list[WorkerSlot] | None:
         """Bookkeeping after the queue shrank: room for submitters, the timer, wake-ups."""
         if self._space_waiters:
-            self._not_full.notify()
+            self._condition("not_full").notify()
         engine = self.engine
         if engine.timer_dirty:
             self._kick_timer()
@@ -454,7 +454,25 @@ class PoolCore:
             if self._done_waiters:
                 with self.lock:
                     if self._all_finished():
-                        self._all_done.notify_all()
+                        self._condition("all_done").notify_all()
+
+    def _condition(self, name: str) -> threading.Condition:
+        """The Condition ``name`` on the pool's lock, built on first use (call under the lock)."""
+        cond = self._conditions.get(name)
+        if cond is None:
+            cond = self._conditions[name] = threading.Condition(self.lock)
+        return cond
+
+    def _wake_timer(self) -> None:
+        """Under the lock: the timer thread, if it waits, must look at the schedule again."""
+        if "timer" in self._conditions:
+            self._conditions["timer"].notify()
+
+    def _wake_all_waiters(self) -> None:
+        """Under the lock: the pool closed or broke; submitters waiting for room must know."""
+        if self._space_waiters:
+            self._condition("not_full").notify_all()
+        self._wake_timer()
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -466,7 +484,7 @@ class PoolCore:
             )
             self._timer.start()
         else:
-            self._timer_wakeup.notify()
+            self._wake_timer()
 
     def _run_timer(self) -> None:
         lock, engine = self.lock, self.engine
@@ -490,7 +508,7 @@ class PoolCore:
                     next_time = engine.next_wakeup()
                     if next_time is None or (engine.closed and engine.unfinished == 0):
                         return  # a later timed event starts a new timer
-                    self._timer_wakeup.wait(next_time - now)
+                    self._condition("timer").wait(next_time - now)
             finally:
                 self._timer = None
 
