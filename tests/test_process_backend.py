@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from concurrent.futures import CancelledError
 from multiprocessing.managers import SyncManager
@@ -514,12 +514,20 @@ def sent_ahead(pool: workpool.Pool) -> list[Any]:
     return [c.ahead for c in children if c.ahead is not None and c.ahead_no is not None]
 
 
-def blocked_with_one_ahead(pool: workpool.Pool, manager: SyncManager) -> tuple[Any, ...]:
-    """A worker blocked in a task, with the next task (which records its run) sent ahead."""
+def blocked_with_one_ahead(
+    pool: workpool.Pool, manager: SyncManager, block: Callable[[Any, Any], Any] | None = None
+) -> tuple[Any, ...]:
+    """A worker blocked in a task, with the next task (which records its run) sent ahead.
+
+    ``block(started, release)`` submits the blocking task: by default one that sets
+    ``started``, waits for ``release`` and returns "done"."""
     started, release, ran = manager.Event(), manager.Event(), manager.list()
     pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
     pool.pause()  # both queued when the worker takes the first: the second goes ahead
-    blocker = pool.submit(wait_then, started, release, "done")
+    if block is None:
+        blocker = pool.submit(wait_then, started, release, "done")
+    else:
+        blocker = block(started, release)
     behind = pool.submit(record, ran, "behind")
     pool.resume()
     assert started.wait(30)
@@ -571,17 +579,15 @@ def test_task_sent_ahead_survives_the_loss_of_its_worker(
 ) -> None:
     """When the running task kills its worker, the task behind it runs on the replacement."""
     pool = make_process_pool(workers=1, terminate_grace=0.2)
-    started, release, ran = manager.Event(), manager.Event(), manager.list()
-    pool.submit(abs, -1).result(timeout=30)
-    pool.pause()
     if how == "crash":
-        doomed = pool.submit(wait_then, started, release, None, 3)
+        submit, exit_code = pool.submit, (3,)
     else:
-        doomed = pool.options(timeout=1).submit(wait_then, started, release, None)
-    behind = pool.submit(record, ran, "behind")
-    pool.resume()
-    assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == [behind])
+        submit, exit_code = pool.options(timeout=1).submit, ()
+    doomed, behind, release, ran = blocked_with_one_ahead(
+        pool,
+        manager,
+        lambda started, release: submit(wait_then, started, release, None, *exit_code),
+    )
     if how == "crash":
         release.set()
     with pytest.raises(WorkerCrashed if how == "crash" else TaskTimeout):
@@ -673,15 +679,10 @@ def test_task_sent_ahead_runs_once_when_the_worker_survives_being_stopped(
     """A worker told to stop that finishes its task anyway never runs the task sent ahead
     as well as the pool running it elsewhere; that task is never reported cancelled."""
     pool = make_process_pool(workers=1, terminate_grace=5.0)
-    started, release, ran = manager.Event(), manager.Event(), manager.list()
-    pool.submit(abs, -1).result(timeout=30)
-    pool.pause()
     submit = pool.options(timeout=1).submit if how == "timeout" else pool.submit
-    doomed = submit(sigterm_raises_then_wait, started, release)
-    behind = pool.submit(record, ran, "behind")
-    pool.resume()
-    assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == [behind])
+    doomed, behind, release, ran = blocked_with_one_ahead(
+        pool, manager, lambda started, release: submit(sigterm_raises_then_wait, started, release)
+    )
     if how == "cancel":
         doomed.cancel()
     with pytest.raises((TaskTimeout, CancelledError, RuntimeError)):

@@ -248,11 +248,7 @@ class Scheduler:
 
         ``wake``: find it a worker now (else the caller's worker takes it).
         """
-        task = slot.ahead
-        assert task is not None
-        slot.ahead = None
-        task.worker = None
-        self.reserved -= 1
+        task = self._take_reserved(slot)
         self.queued += 1
         self._queue.push_back(task)
         if wake:
@@ -262,15 +258,20 @@ class Scheduler:
     def drop_reserved(self, slot: WorkerSlot, error: BaseException, now: float) -> Outcome:
         """``slot``'s reserved task may have started on a worker now gone, so it cannot be put
         back unstarted: count it as an attempt that ended with ``error`` (a retry, or final)."""
+        task = self._take_reserved(slot)
+        self.started += 1
+        self.ended += 1
+        task.attempts += 1
+        return self._fail_attempt(task, error, Outcome.FAILED, now)
+
+    def _take_reserved(self, slot: WorkerSlot) -> Task[Any]:
+        """Take ``slot``'s reserved task off it, for ``unreserve`` or ``drop_reserved``."""
         task = slot.ahead
         assert task is not None
         slot.ahead = None
         task.worker = None
         self.reserved -= 1
-        self.started += 1
-        self.ended += 1
-        task.attempts += 1
-        return self._fail_attempt(task, error, Outcome.FAILED, now)
+        return task
 
     def reservations(self) -> list[WorkerSlot]:
         """The slots holding a reserved task."""
