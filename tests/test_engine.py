@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
 
 from workpool import PoolClosed, RetryPolicy, TaskOptions, TaskState, TaskTimeout, WorkerCrashed
-from workpool._engine import RETIRE, Directive, Outcome, Scheduler, SlotState, WorkerSlot
+from workpool._engine import RETIRE, Directive, Outcome, Scheduler, SlotState, WorkerSlot, scheduler
 from workpool._task import Task
 
 NO_BACKOFF = RetryPolicy(base_delay=0.0)
@@ -500,44 +501,84 @@ def busy_engine(workers: int = 1, queued: int = 3) -> tuple[Scheduler, WorkerSlo
     return s, slot, tasks
 
 
-def test_reserved_task_starts_next_on_its_worker() -> None:
-    """A busy worker is handed its next task ahead; take starts it, even past a pause."""
+def test_reserved_tasks_start_next_on_their_worker_in_order() -> None:
+    """A busy worker is handed its next tasks ahead; take starts them, even past a pause."""
     s, slot, tasks = busy_engine()
-    assert s.reserve(slot) is tasks[1]
-    assert s.reserve(slot) is None  # one at a time
-    assert tasks[1].state is TaskState.QUEUED and s.stats().queued == 3 and accounted(s)
+    assert s.reserve(slot) == tasks[1:]
+    assert s.reserve(slot) == []  # nothing left to reserve
+    assert all(t.state is TaskState.QUEUED for t in tasks[1:])
+    assert s.stats().queued == 3 and accounted(s)
     s.pause()
-    s.complete(slot, tasks[0], None, 0.001)
-    assert s.take(slot, 0.001) is tasks[1]  # its worker has it already
-    assert tasks[1].state is TaskState.RUNNING and accounted(s)
+    for done, following in itertools.pairwise(tasks):
+        s.complete(slot, done, None, 0.001)
+        assert s.take(slot, 0.001) is following  # its worker has it already
+        assert following.state is TaskState.RUNNING and accounted(s)
 
 
-def test_reserve_only_for_short_tasks_and_spare_work() -> None:
-    """No reservation after a long task, nor for a task a woken worker is coming for."""
-    s, slot, tasks = busy_engine()
-    s.complete(slot, tasks[0], None, 1.0)  # ran one second
-    assert s.take(slot, 1.0) is tasks[1]
-    assert s.reserve(slot) is None
-    s2, slot2, _ = busy_engine(workers=2, queued=1)  # the second worker is starting for it
-    assert s2.reserve(slot2) is None
+def test_reservations_are_topped_up_in_bursts() -> None:
+    """Up to AHEAD_MAX tasks are reserved, and more only once half of them have started."""
+    s, slot, tasks = busy_engine(queued=20)
+    assert s.reserve(slot) == tasks[1 : 1 + scheduler.AHEAD_MAX]
+    half = scheduler.AHEAD_MAX // 2
+    for i in range(half):
+        assert s.reserve(slot) == []  # more than half still held
+        s.complete(slot, tasks[i], None, 0.0)
+        assert s.take(slot, 0.0) is tasks[i + 1]
+    topped = s.reserve(slot)
+    assert topped == tasks[1 + scheduler.AHEAD_MAX : 1 + scheduler.AHEAD_MAX + half]
+    assert len(slot.ahead) == scheduler.AHEAD_MAX and accounted(s)
 
 
-def test_unreserved_task_goes_back_to_the_head_of_the_queue() -> None:
-    """A task taken back is the next to run, ahead of the tasks queued after it."""
-    s, slot, tasks = busy_engine()
+@pytest.mark.parametrize(
+    ("ran", "depth"), [(0.0, scheduler.AHEAD_MAX), (0.001, 2), (0.01, 1), (1.0, 0)]
+)
+def test_the_longer_tasks_run_the_fewer_are_reserved(ran: float, depth: int) -> None:
+    """About AHEAD_SECONDS of work is held ahead: fewer tasks as they run longer, none after
+    a task of RESERVE_BELOW or more."""
+    s, slot, tasks = busy_engine(queued=20)
+    s.complete(slot, tasks[0], None, ran)
+    assert s.take(slot, ran) is tasks[1]
+    assert s.reserve(slot) == tasks[2 : 2 + depth]
+
+
+def test_reserve_leaves_the_tasks_woken_workers_come_for() -> None:
+    """No reservation of a task that a starting worker is coming for."""
+    s, slot, _ = busy_engine(workers=2, queued=1)  # the second worker is starting for it
+    assert s.reserve(slot) == []
+    s, slot, tasks = busy_engine(workers=2, queued=3)
+    assert s.reserve(slot) == tasks[1:3]  # the last is the starting worker's
+
+
+def test_reserve_stops_at_max_tasks_per_worker() -> None:
+    """A worker that retires after its n-th task is handed no task beyond it."""
+    s = engine(1, max_tasks_per_worker=3)
+    tasks = [make_task() for _ in range(6)]
+    for task in tasks:
+        s.submit(task, 0)
+    slot = s.wakeups.pop(0)
+    assert s.take(slot, 0) is tasks[0]
+    assert s.reserve(slot) == tasks[1:3]
+
+
+def test_unreserved_tasks_go_back_to_the_head_of_the_queue_in_order() -> None:
+    """Tasks taken back (one and all reserved after it) are the next to run, in their order."""
+    s, slot, tasks = busy_engine(queued=4)
     s.reserve(slot)
-    assert s.unreserve(slot) is tasks[1]
+    assert s.unreserve(slot, tasks[2]) == tasks[2:]
+    assert list(slot.ahead) == [tasks[1]] and accounted(s)
+    assert s.unreserve(slot) == [tasks[1]]
     assert accounted(s)
-    s.complete(slot, tasks[0], None, 0.001)
-    assert s.take(slot, 0.001) is tasks[1]
+    for done, following in itertools.pairwise(tasks):
+        s.complete(slot, done, None, 1.0)
+        assert s.take(slot, 1.0) is following
 
 
-def test_lost_worker_hands_its_reserved_task_on_unstarted() -> None:
-    """A task reserved for a lost worker, taken back unstarted, runs elsewhere as new."""
+def test_lost_worker_hands_its_reserved_tasks_on_unstarted() -> None:
+    """Tasks reserved for a lost worker, taken back unstarted, run elsewhere as new."""
     s, slot, tasks = busy_engine()
     s.reserve(slot)
     s.lose(slot, WorkerCrashed(tasks[0].id), 0.001)
-    assert slot.ahead is tasks[1]  # the caller asks the backend whether it can take it back
+    assert list(slot.ahead) == tasks[1:]  # the caller asks the backend to take them back
     s.unreserve(slot, wake=True)
     replacement = s.wakeups.pop()
     assert s.take(replacement, 0.002) is tasks[1]
@@ -545,12 +586,14 @@ def test_lost_worker_hands_its_reserved_task_on_unstarted() -> None:
 
 
 def test_reserved_task_that_may_have_started_on_a_lost_worker_crashes() -> None:
-    """A reserved task the backend cannot take back counts as an attempt lost with its worker."""
+    """A reserved task the backend cannot take back counts as an attempt lost with its worker;
+    those after it stay reserved, for the caller to take back."""
     s, slot, tasks = busy_engine()
     s.reserve(slot)
     s.lose(slot, WorkerCrashed(tasks[0].id), 0.001)
     assert s.drop_reserved(slot, WorkerCrashed(tasks[1].id), 0.002) is Outcome.FAILED
     assert tasks[1].attempts == 1 and tasks[1].state is TaskState.FAILED
+    assert list(slot.ahead) == tasks[2:]
     assert s.crashed == 2 and s.busy == 0 and accounted(s)
 
 

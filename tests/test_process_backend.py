@@ -21,7 +21,6 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from concurrent.futures import CancelledError
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -479,25 +478,6 @@ def record(ran: Any, value: Any) -> Any:
     return value
 
 
-class FreedSlowly:
-    """A result whose freeing in the worker (after its reply) waits for ``freed``."""
-
-    def __init__(self, freed: Any) -> None:
-        self.freed = freed
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (str, ("freed slowly",))
-
-    def __del__(self) -> None:
-        self.freed.wait(60)
-
-
-def return_freed_slowly(started: Any, release: Any, freed: Any) -> FreedSlowly:
-    started.set()
-    release.wait(60)
-    return FreedSlowly(freed)
-
-
 def sigterm_raises_then_wait(started: Any, release: Any) -> str:
     def raise_on_sigterm(signum: int, frame: Any) -> None:
         raise RuntimeError("SIGTERM")
@@ -511,7 +491,7 @@ def sigterm_raises_then_wait(started: Any, release: Any) -> str:
 def sent_ahead(pool: workpool.Pool) -> list[Any]:
     """The tasks already in a worker's pipe behind its running one."""
     children = pool._core.backend._children.values()  # type: ignore[attr-defined]
-    return [c.ahead for c in children if c.ahead is not None and c.ahead_no is not None]
+    return [task for child in children for task, _, _ in child.sent]
 
 
 def blocked_with_one_ahead(
@@ -640,35 +620,32 @@ def test_worker_that_cannot_be_started_breaks_the_pool_clearly(
     assert isinstance(task.exception(), workpool.BrokenPool)
 
 
-def test_two_cancels_in_a_row_never_run_a_task_or_mismatch_replies(
+def test_two_take_backs_unread_by_the_worker_never_run_a_task_or_mismatch_replies(
     make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A second take-back while the first is still unread by the worker is refused, not lost."""
-    monkeypatch.setattr(scheduler, "RESERVE_BELOW", 100.0)  # send ahead after long tasks too
+    """Cancels of two tasks in a worker's pipe, the second before the worker has read the first
+    take-back, both cancel at once; the tasks behind each go back to the queue and run once."""
+    monkeypatch.setattr(scheduler, "AHEAD_SECONDS", 100.0)  # all four go ahead, however slow
     pool = make_process_pool(workers=1)
-    started, release, freed, ran = manager.Event(), manager.Event(), manager.Event(), manager.list()
-    pool.submit(abs, -1).result(timeout=30)
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
     pool.pause()
-    first = pool.submit(return_freed_slowly, started, release, freed)
-    tasks = {name: pool.submit(record, ran, name) for name in "BCD"}
+    first = pool.submit(wait_then, started, release, "first")
+    tasks = [pool.submit(record, ran, name) for name in "BCDE"]
     pool.resume()
     assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == [tasks["B"]])
-    assert tasks["B"].cancel()
-    release.set()  # the worker replies, then is slow to free the result and read on
-    assert first.result(timeout=30) == "freed slowly"
-    wait_until(lambda: sent_ahead(pool) == [tasks["D"]])
-    d_cancelled_at_once = tasks["D"].cancel()  # refused: B's take-back is still unread
-    freed.set()
-    assert tasks["C"].result(timeout=30) == "C"
-    futures.wait([tasks["D"]], timeout=30)
-    if d_cancelled_at_once:
-        assert tasks["D"].state is TaskState.CANCELLED
-    else:  # asked to stop once it started: stopped, or done, with its own result
-        assert tasks["D"].state in (TaskState.CANCELLED, TaskState.SUCCEEDED)
-        assert tasks["D"].cancelled() or tasks["D"].result() == "D"
-    assert pool.submit(record, ran, "E").result(timeout=30) == "E"
-    assert set(ran) <= {"C", "D", "E"}  # B, cancelled, never ran
+    wait_until(lambda: sent_ahead(pool) == tasks)
+    b, c, d, e = tasks
+    assert d.cancel()  # takes back D and E: E waits in the queue again
+    assert sent_ahead(pool) == [b, c] and e.state is TaskState.QUEUED
+    assert b.cancel()  # takes back B and C, while the worker has read neither take-back
+    assert sent_ahead(pool) == []
+    release.set()
+    assert first.result(timeout=30) == "first"
+    assert c.result(timeout=30) == "C" and e.result(timeout=30) == "E"
+    assert b.cancelled() and d.cancelled()
+    assert pool.submit(record, ran, "F").result(timeout=30) == "F"
+    assert list(ran) == ["C", "E", "F"]
     assert_accounted(pool.stats())
 
 

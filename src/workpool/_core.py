@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any
@@ -28,6 +29,9 @@ from ._task import _FINISHED, Task, TaskState, _current
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
 _QUEUED = TaskState.QUEUED
+
+Handed = tuple[Task[Any], Outcome, BaseException]
+"""A reserved task that could not be taken back from its lost worker: how it ended."""
 
 
 class PoolCore:
@@ -114,7 +118,7 @@ class PoolCore:
         with self.lock:
             reserved_on = task.worker if task._wp_state is _QUEUED else None
             if reserved_on is not None and self.backend.recall(reserved_on, task):
-                self.engine.unreserve(reserved_on)  # back in the queue, where cancel finds it
+                self.engine.unreserve(reserved_on, task)  # back in the queue: cancel finds it
             verdict = self.engine.cancel(task)
             slot = task.worker
             if verdict:
@@ -248,9 +252,9 @@ class PoolCore:
             if outcome is _STALE:
                 return RETIRE  # its loss was reported when the pool gave up on it
             handed = None
-            if slot.ahead is not None and slot.recycle:  # its worker is leaving
+            if slot.ahead and slot.recycle:  # its worker is leaving
                 handed = self._hand_back(slot, now)
-            elif engine.reserved and not engine.queued and slot.ahead is None:
+            elif engine.reserved and not engine.queued and not slot.ahead:
                 self._steal_for(slot)
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY
@@ -268,7 +272,7 @@ class PoolCore:
         if wakeups:
             self._dispatch(wakeups)
         if handed:
-            self._conclude(*handed)
+            self._conclude_all(handed)
         if final:
             self._settle(task, outcome, value, error)
         elif outcome is _RETRY and self.observers:
@@ -290,12 +294,12 @@ class PoolCore:
     def park_timeout(self) -> float | None:
         return self.engine.park_timeout()
 
-    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
+    def reserve(self, slot: WorkerSlot, into: deque[Task[Any]]) -> None:
         lock = self.lock
         if lock.locked():
             yield_to_holder(lock)
         with lock:
-            return self.engine.reserve(slot)
+            into.extend(self.engine.reserve(slot))
 
     def lost(self, slot: WorkerSlot, error: BaseException | None) -> None:
         with self.lock:
@@ -313,7 +317,7 @@ class PoolCore:
         if task is not None and outcome is not None:
             self._conclude(task, outcome, error or WorkerCrashed(task.id))
         if handed:
-            self._conclude(*handed)
+            self._conclude_all(handed)
 
     def exited(self, slot: WorkerSlot) -> None:
         with self.lock:
@@ -352,33 +356,39 @@ class PoolCore:
     def _recall_reserved(self) -> None:
         """Put back in the queue every reserved task that its worker has not started."""
         for slot in self.engine.reservations():
-            if self.backend.recall(slot, slot.ahead):  # type: ignore[arg-type]  # reserved
-                self.engine.unreserve(slot)
+            for task in slot.ahead:  # those its worker has begun cannot come back: skip them
+                if self.backend.recall(slot, task):
+                    self.engine.unreserve(slot, task)
+                    break
 
-    def _hand_back(
-        self, slot: WorkerSlot, now: float
-    ) -> tuple[Task[Any], Outcome, BaseException] | None:
-        """``slot``'s worker is lost or leaving: put its reserved task back in the queue if the
-        backend can take it back unstarted; else it may have started there, and ends as a
-        crash (retried, if its policy says so). Returns what the caller must conclude."""
-        task = slot.ahead
-        if task is None:
-            return None
-        if self.backend.recall(slot, task):
-            self.engine.unreserve(slot, wake=True)
-            return None
-        error = WorkerCrashed(task.id, reason="sent ahead to a worker that was then lost")
-        outcome = self.engine.drop_reserved(slot, error, now)
-        if outcome is not _RETRY:
-            self._resolving.append(task)
-        return task, outcome, error
+    def _hand_back(self, slot: WorkerSlot, now: float) -> list[Handed]:
+        """``slot``'s worker is lost or leaving: put its reserved tasks back in the queue, those
+        the backend can take back unstarted; the others may have started there, and end as a
+        crash (retried, if their policy says so). Returns what the caller must conclude."""
+        handed: list[Handed] = []
+        ahead = slot.ahead
+        while ahead:
+            task = ahead[0]
+            if self.backend.recall(slot, task):
+                self.engine.unreserve(slot, task, wake=True)
+                break
+            error = WorkerCrashed(task.id, reason="sent ahead to a worker that was then lost")
+            outcome = self.engine.drop_reserved(slot, error, now)
+            if outcome is not _RETRY:
+                self._resolving.append(task)
+            handed.append((task, outcome, error))
+        return handed
 
     def _steal_for(self, slot: WorkerSlot) -> None:
-        """``slot`` is about to find the queue empty: take back a task reserved for a busy
-        worker, so that it runs now, here, rather than after that worker's current task."""
+        """``slot`` is about to find the queue empty: take back the later half of the tasks
+        reserved for a busy worker, so that they run now, here, rather than after it."""
         for other in self.engine.reservations():
-            if other is not slot and self.backend.recall(other, other.ahead):  # type: ignore[arg-type]
-                self.engine.unreserve(other)
+            if other is slot:
+                continue
+            ahead = other.ahead
+            task = ahead[len(ahead) // 2]
+            if self.backend.recall(other, task):
+                self.engine.unreserve(other, task)
                 return
 
     # -- acting on decisions ------------------------------------------------------------------
@@ -421,6 +431,10 @@ class PoolCore:
                 continue
             if self.observers:
                 emit(self.observers, "worker_started", slot.id)
+
+    def _conclude_all(self, handed: list[Handed]) -> None:
+        for task, outcome, error in handed:
+            self._conclude(task, outcome, error)
 
     def _conclude(self, task: Task[Any], outcome: Outcome, error: BaseException) -> None:
         """An attempt that ended without returning: settle it, or report its retry."""
@@ -494,14 +508,13 @@ class PoolCore:
                     now = self.clock()
                     expired = engine.poll(now)
                     self._resolving.extend(t for t, _, o in expired if o is not _RETRY)
-                    handed = [h for _, slot, _ in expired if (h := self._hand_back(slot, now))]
+                    handed = [h for _, slot, _ in expired for h in self._hand_back(slot, now)]
                     wakeups = self._take_wakeups()
                     if expired or wakeups:
                         lock.release()
                         try:
                             self._expire(expired, wakeups)
-                            for task, outcome, error in handed:
-                                self._conclude(task, outcome, error)
+                            self._conclude_all(handed)
                         finally:
                             lock.acquire()
                         continue

@@ -7,7 +7,7 @@ then serves one task per message until it receives ``STOP`` (or its pipe closes)
 
 Messages, all bytes: a task is its number (8 bytes) then ``dumps((fn, args, kwargs, about))``,
 where ``about`` is ``(task_seq, attempt, deadline, timeout, trace_carrier)``. The parent may
-send a task while the previous one runs, and take it back until it starts (``Dispatch``): a
+send tasks while the previous one runs, and take them back until they start (``Dispatch``): a
 task taken back gets no reply. A reply is
 ``dumps((ok, value_or_error, traceback_text, rss_bytes))``. With ``about``, the task runs with a
 ``workpool.current_task()`` of its own (its id, attempt and deadline: ``check()`` works; a
@@ -50,40 +50,57 @@ NUMBER = struct.Struct("<q")
 
 
 class Dispatch(NamedTuple):
-    """Shared with the parent: the number of the last task message read, and of one to skip.
+    """Shared with the parent: the number of the last task message read, and those to skip.
 
     Messages are read in order, so a message numbered ``n`` has been read (and started, unless
-    skipped) once ``seen >= n``. The parent takes a message back by writing its number in
-    ``skip`` while ``seen`` is below it, and only while no earlier skip is still unread.
+    skipped) once ``seen >= n``. The parent takes messages back by writing their numbers in
+    ``skip``, at ``n % SKIP_SLOTS``, while ``seen`` is below them; the child skips message ``n``
+    if ``skip[n % SKIP_SLOTS] == n``. The parent never has more than ``SKIP_SLOTS`` messages
+    unread in the pipe, so two unread numbers never share a slot.
     """
 
     lock: Any  # a multiprocessing Lock
     seen: Any  # a shared c_int64
-    skip: Any  # a shared c_int64
+    skip: Any  # a shared array of SKIP_SLOTS c_int64
 
     @classmethod
     def create(cls, context: Any) -> Dispatch:
-        return cls(context.Lock(), context.RawValue(c_int64, 0), context.RawValue(c_int64, 0))
+        return cls(
+            context.Lock(),
+            context.RawValue(c_int64, 0),
+            context.RawArray(c_int64, SKIP_SLOTS),
+        )
 
     def begin(self, number: int) -> bool:
         """Record that message ``number`` was read; False if the parent took it back."""
         with self.lock:
             self.seen.value = number
-            return bool(self.skip.value != number)
+            return bool(self.skip[number % SKIP_SLOTS] != number)
 
-    def take_back(self, number: int, wait: float) -> bool:
-        """The parent's side: skip message ``number`` if it is not read yet; False if too late,
-        if an earlier skip is still unread (one ``skip`` cannot hold two), or if the lock stays
-        taken ``wait`` seconds (by a child killed while holding it)."""
+    def take_back(self, numbers: list[int], wait: float) -> bool:
+        """The parent's side: skip messages ``numbers`` (ascending); False if the first is
+        read already. TimeoutError if the lock stays taken ``wait`` seconds (by a child
+        killed while holding it)."""
         if not self.lock.acquire(timeout=wait):
-            return False
+            raise TimeoutError("the worker's dispatch lock is stuck")
         try:
-            if self.seen.value >= number or self.skip.value > self.seen.value:
+            if self.seen.value >= numbers[0]:
                 return False
-            self.skip.value = number
+            skip = self.skip
+            for number in numbers:
+                skip[number % SKIP_SLOTS] = number
             return True
         finally:
             self.lock.release()
+
+
+SKIP_SLOTS = 64
+"""How many messages the parent may have unread in a worker's pipe (see ``Dispatch``)."""
+
+
+def frame(message: bytes) -> bytes:
+    """``message`` as ``Connection.send_bytes`` frames it (under 2 GiB): its length, then it."""
+    return _LENGTH.pack(len(message)) + message
 
 
 Message = bytes | bytearray
@@ -269,14 +286,13 @@ def _run_as_task(
     fn: Any, args: Any, kwargs: Any, about: tuple[int, int, float | None, float | None, Any]
 ) -> Any:
     """Call ``fn`` with a ``current_task()`` of its own (and the submitter's trace, if sent)."""
-    from .._task import Task, _current  # workpool itself: preloaded by the forkserver
-
+    task_class, current = _task_api()
     seq, attempt, deadline, timeout, carrier = about
     if deadline is None and timeout is not None:  # sent ahead: its time starts now
         deadline = time.monotonic() + timeout
-    task: Task[Any] = Task(fn, args, kwargs, _options(timeout))
+    task = task_class(fn, args, kwargs, _options(timeout))
     task._seq, task.attempts, task._deadline = seq, attempt, deadline
-    token = _current.set((task, attempt))
+    token = current.set((task, attempt))
     try:
         if carrier:
             from ..observe.otel import attached  # only sent when OpenTelemetry is in use
@@ -285,7 +301,16 @@ def _run_as_task(
                 return fn(*args, **kwargs)
         return fn(*args, **kwargs)
     finally:
-        _current.reset(token)
+        current.reset(token)
+
+
+@functools.cache
+def _task_api() -> tuple[Any, Any]:
+    """workpool's Task and its current-task variable, imported once (an import statement in
+    ``_run_as_task`` would cost more than the rest of it)."""
+    from .._task import Task, _current  # workpool itself: preloaded by the forkserver
+
+    return Task, _current
 
 
 @functools.lru_cache(maxsize=64)

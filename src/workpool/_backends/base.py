@@ -16,6 +16,7 @@ Backends translate their native failures into workpool's exceptions here, at the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -51,9 +52,10 @@ class WorkerHost(Protocol):
     def broken(self, slot: WorkerSlot, error: BaseException) -> None:
         """The worker's initializer raised: the pool is broken."""
 
-    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
-        """The next task for busy ``slot`` to have ahead of time, or None (see
-        ``Scheduler.reserve``); ``take`` or ``done`` returns it later, when it starts."""
+    def reserve(self, slot: WorkerSlot, into: deque[Task[Any]]) -> None:
+        """Append to ``into`` the next tasks for busy ``slot`` to have ahead of time, if any
+        (see ``Scheduler.reserve``), under the pool's lock, so that ``recall`` (under it too)
+        finds them there; ``take`` or ``done`` returns each later, in order, when it starts."""
 
 
 class Backend(ABC):
@@ -90,7 +92,8 @@ class Backend(ABC):
         """Stop ``task`` running on ``slot`` (as far as this backend can)."""
 
     def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
-        """Take back ``task``, reserved for ``slot``: True if its worker will never run it.
+        """Take back ``task``, reserved for ``slot``, and every task reserved for it after
+        ``task``: True if its worker will never run any of them (False: it may run them all).
 
         Called under the pool's lock, so it must not block for long. Backends that never
         reserve have nothing to take back.

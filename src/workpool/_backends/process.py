@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import multiprocessing
 import multiprocessing.util
@@ -30,11 +31,13 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from concurrent.futures import CancelledError
 from multiprocessing.connection import Connection
 from typing import Any
 
 from .._engine import RETIRE, Next, SlotState, WorkerSlot
+from .._engine.scheduler import AHEAD_MAX
 from .._errors import WorkerCrashed
 from .._task import Task
 from ..observe.carrier import trace_carrier
@@ -49,8 +52,8 @@ _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
 
 _AHEAD_MAX_BYTES = 32 * 1024 if sys.platform == "linux" else 2 * 1024
-"""A task sent ahead must fit in the pipe's buffer, so that sending never waits for the child
-(a socket pair buffers at least 200 KiB on Linux, 8 KiB on macOS)."""
+"""The tasks sent ahead must fit in the pipe's buffer together, so that sending never waits
+for the child (a socket pair buffers at least 200 KiB on Linux, 8 KiB on macOS)."""
 
 _RECALL_WAIT = 0.1
 """How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
@@ -93,27 +96,31 @@ def default_start_method() -> str:
 class _Child:
     """One child process and what its proxy, ``interrupt`` and ``recall`` share about it.
 
-    A short task's successor is sent *ahead*, while the child still runs it, so that the child
-    never waits for the parent between the two. Each message is numbered; the child records the
-    number it starts in ``dispatch.started`` and skips a message whose number ``recall`` wrote in
-    ``dispatch.skip``, both under ``dispatch.lock``, so a recalled task surely never runs.
+    A short task's successors are sent *ahead*, while the child still runs it, so that the child
+    never waits for the parent between them: ``unsent`` holds the tasks reserved for it that are
+    not in its pipe yet, ``sent`` those that are, in order (sent ones first); each leaves when it
+    starts. Each message is numbered; the child records the number of each it reads in
+    ``dispatch.seen`` and skips those whose numbers ``recall`` wrote in ``dispatch.skip``, both
+    under ``dispatch.lock``, so a recalled task surely never runs.
     """
 
     __slots__ = (
-        "ahead",
-        "ahead_no",
         "conn",
         "current",
         "dispatch",
         "kill_at",
         "lock",
+        "numbered",
         "over_memory",
         "parker",
         "process",
         "replies",
         "sent",
+        "sent_bytes",
         "stopping",
-        "withdrawn",
+        "stuck",
+        "too_big",
+        "unsent",
     )
 
     def __init__(self) -> None:
@@ -124,10 +131,12 @@ class _Child:
         self.replies: _child.Frames | None = None  # reads the pipe once the child is up
         self.dispatch: _child.Dispatch | None = None
         self.current: Task[Any] | None = None  # the task the child runs, if any
-        self.ahead: Task[Any] | None = None  # the task reserved for it, if the proxy has it
-        self.ahead_no: int | None = None  # that task's message number, once it is sent
-        self.withdrawn: Task[Any] | None = None  # recalled before the proxy took it in hand
-        self.sent = 0  # messages numbered so far
+        self.unsent: deque[Task[Any]] = deque()  # reserved for it, not in its pipe yet
+        self.sent: deque[tuple[Task[Any], int, int]] = deque()  # (task, number, size) in it
+        self.sent_bytes = 0  # the size of the messages in ``sent``
+        self.numbered = 0  # messages numbered so far
+        self.too_big: Task[Any] | None = None  # too big to wait in the pipe: sent as it starts
+        self.stuck = False  # its dispatch lock stayed taken: nothing can be taken back
         self.over_memory = False  # past max_memory_per_worker: it retires, none is sent ahead
         self.stopping: Interruption | None = None  # why it is being killed
         self.kill_at: float | None = None  # when SIGTERM's grace ends
@@ -199,16 +208,26 @@ class ProcessBackend(Backend):
     def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
         child: _Child = slot.handle
         with child.lock:
-            if child.ahead is not task:  # reserved, but the proxy has not taken it in hand
-                child.withdrawn = task  # it will not send it
+            sent, unsent = child.sent, child.unsent
+            at = next((i for i, entry in enumerate(sent) if entry[0] is task), None)
+            if at is None:  # not in the pipe: it (and all after it) never will be
+                if task in unsent:
+                    while unsent.pop() is not task:
+                        pass
                 return True
-            if child.ahead_no is None:  # not sent (yet): it never will be
-                child.ahead = None
-                return True
+            if child.stuck:
+                return False
             assert child.dispatch is not None
-            if not child.dispatch.take_back(child.ahead_no, _RECALL_WAIT):
-                return False  # it has begun, or cannot be skipped now: treat it as started
-            child.ahead = child.ahead_no = None
+            numbers = [number for _, number, _ in itertools.islice(sent, at, None)]
+            try:
+                if not child.dispatch.take_back(numbers, _RECALL_WAIT):
+                    return False  # it has begun: treat them all as started
+            except TimeoutError:
+                child.stuck = True  # held by a child killed under it, surely
+                return False
+            while len(sent) > at:
+                child.sent_bytes -= sent.pop()[2]
+            unsent.clear()
             return True
 
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
@@ -272,9 +291,11 @@ class ProcessBackend(Backend):
     def _launch(self, child: _Child) -> None:
         ours, theirs = self._context.Pipe()
         child.dispatch = _child.Dispatch.create(self._context)
-        child.sent = 0
-        child.ahead = child.ahead_no = child.withdrawn = None
-        child.over_memory = False
+        child.unsent.clear()
+        child.sent.clear()
+        child.sent_bytes = child.numbered = 0
+        child.too_big = None
+        child.stuck = child.over_memory = False
         args = (
             theirs,
             self._initializer,
@@ -317,16 +338,21 @@ class ProcessBackend(Backend):
         """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
         host = self.host
         assert child.conn is not None
-        with child.lock:
-            sent = child.ahead is task and child.ahead_no is not None
-            if child.ahead is task:
-                child.ahead = child.ahead_no = None
+        with child.lock:  # it is the first of those reserved for the child, if any are
+            sent = bool(child.sent) and child.sent[0][0] is task
+            if sent:
+                child.sent_bytes -= child.sent.popleft()[2]
+            elif child.unsent and child.unsent[0] is task:
+                child.unsent.popleft()
         payload = None
         if not sent:
             try:
-                payload = self._message(child, task)
+                pickled = self._pickle(task)
             except Exception as exc:
                 return host.done(slot, task, None, exc)  # this task only: the worker is fine
+            child.numbered += 1
+            payload = _child.NUMBER.pack(child.numbered) + pickled
+            del pickled
         with child.lock:
             child.current = task
             # An interrupt that came before ``current`` was set did nothing: act on it here.
@@ -338,10 +364,8 @@ class ProcessBackend(Backend):
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
         try:
-            if payload is not None:
-                child.conn.send_bytes(payload)
-                del payload
-            self._send_ahead(slot, child)
+            _send(child.conn, payload, self._ahead(slot, child))
+            del payload
             reply = self._receive(child)
         except (EOFError, OSError):
             self._lost(slot, child, task)
@@ -350,49 +374,57 @@ class ProcessBackend(Backend):
             child.current = None
             if child.stopping is not None:
                 # It answered, but it is being killed: replace it, and the pool takes back
-                # the task sent ahead (see PoolCore.done).
+                # the tasks sent ahead (see PoolCore.done).
                 slot.recycle = True
-        value, error = self._decode(slot, task, reply)
+        value, error = self._decode(slot, child, task, reply)
         return host.done(slot, task, value, error)
 
-    def _message(self, child: _Child, task: Task[Any], *, ahead: bool = False) -> bytes:
-        """The task's message to the child: its number, then the pickled call.
+    def _pickle(self, task: Task[Any], *, ahead: bool = False) -> bytes:
+        """The pickled call, for the child.
 
         A task sent ahead has not started: its attempt is the next one, and its deadline is
         set by the child when it starts it.
         """
         deadline = None if ahead else task._deadline
         about = (task._seq, task.attempts + ahead, deadline, task.options.timeout)
-        pickled = dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
-        child.sent += 1
-        return _child.NUMBER.pack(child.sent) + pickled
+        return dumps((task.fn, task.args, task.kwargs, (*about, trace_carrier(task))))
 
-    def _send_ahead(self, slot: WorkerSlot, child: _Child) -> None:
-        """While the child runs its task, send it the next one, if the pool reserves one."""
+    def _ahead(self, slot: WorkerSlot, child: _Child) -> list[bytes]:
+        """While the child runs its task, the messages of the next ones, as the pool reserves
+        them (in bursts: see ``Scheduler.reserve``), as many as the pipe holds unread."""
         if child.stopping is not None or child.over_memory:
-            return  # it is leaving: the next task waits for another worker
-        task = self.host.reserve(slot)
-        if task is None:
-            return
-        with child.lock:
-            if child.withdrawn is task:  # recalled already
-                child.withdrawn = None
-                return
-            child.ahead = task
-            if task._cancel_requested:
-                return  # it starts as usual, and ends cancelled at once
-        try:
-            message = self._message(child, task, ahead=True)
-        except Exception:
-            return  # it fails as usual once it starts
-        if len(message) > _AHEAD_MAX_BYTES:
-            return  # sent once it starts, when the pipe is sure to be empty
-        assert child.conn is not None
-        with child.lock:
-            if child.ahead is not task:
-                return  # recalled meanwhile
-            child.ahead_no = child.sent
-        child.conn.send_bytes(message)
+            return []  # it is leaving: the next tasks wait for another worker
+        unsent, sent = child.unsent, child.sent
+        if len(sent) + len(unsent) <= AHEAD_MAX // 2:
+            self.host.reserve(slot, unsent)
+        seen = child.dispatch.seen  # type: ignore[union-attr]  # set once the child started
+        messages = []
+        while unsent:
+            task = unsent[0]
+            if (
+                task._cancel_requested  # it starts as usual, and ends cancelled at once
+                or task is child.too_big
+                or child.numbered - seen.value >= _child.SKIP_SLOTS  # the child is far behind
+            ):
+                break
+            try:
+                pickled = self._pickle(task, ahead=True)
+            except Exception:
+                break  # it fails as usual once it starts
+            size = len(pickled) + _child.NUMBER.size
+            if child.sent_bytes + size > _AHEAD_MAX_BYTES:  # else the write could block
+                if size > _AHEAD_MAX_BYTES:
+                    child.too_big = task
+                break  # sent later, when there is room, or once it starts
+            with child.lock:
+                if not unsent or unsent[0] is not task:
+                    continue  # recalled meanwhile
+                unsent.popleft()
+                child.numbered += 1
+                sent.append((task, child.numbered, size))
+                child.sent_bytes += size
+            messages.append(_child.NUMBER.pack(child.numbered) + pickled)
+        return messages
 
     def _receive(self, child: _Child) -> _child.Message:
         """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""
@@ -410,7 +442,7 @@ class ProcessBackend(Backend):
         return reply
 
     def _decode(
-        self, slot: WorkerSlot, task: Task[Any], reply: _child.Message
+        self, slot: WorkerSlot, child: _Child, task: Task[Any], reply: _child.Message
     ) -> tuple[Any, BaseException | None]:
         try:
             ok, value, tb, rss = pickle.loads(reply)
@@ -421,10 +453,9 @@ class ProcessBackend(Backend):
             error.__cause__ = exc
             return None, error
         if self.max_memory is not None and rss > self.max_memory:
-            child: _Child = slot.handle
             child.over_memory = True  # nothing more is sent ahead
-            if child.ahead is None:  # else it retires after the task sent ahead, which runs
-                slot.recycle = True  # retire after this task; a fresh worker replaces it
+        if child.over_memory and not child.sent:  # else the tasks sent ahead run first
+            slot.recycle = True  # retire after this task; a fresh worker replaces it
         if ok:
             return value, None
         value.__cause__ = RemoteTraceback(tb)
@@ -444,6 +475,26 @@ class ProcessBackend(Backend):
         else:
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
         self.host.lost(slot, error)
+
+
+def _send(conn: Connection, payload: bytes | None, ahead: list[bytes]) -> None:
+    """Send the task to start (if it is not in the pipe already), then those sent ahead, in
+    one write where the platform lets us (a socket pair: not on Windows)."""
+    if payload is not None and (not ahead or len(payload) > _AHEAD_MAX_BYTES):
+        conn.send_bytes(payload)
+        payload = None
+    if not ahead:
+        return
+    if payload is not None:
+        ahead.insert(0, payload)
+    if sys.platform == "win32":
+        for message in ahead:
+            conn.send_bytes(message)
+        return
+    data = memoryview(b"".join(_child.frame(message) for message in ahead))
+    fd = conn.fileno()
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 def _preload_in_forkserver() -> None:

@@ -28,7 +28,14 @@ from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
 _QUEUED, _RUNNING, _DONE_OK = TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED
 
 RESERVE_BELOW = 0.05
-"""Seconds: a worker whose last task ran shorter may be handed its next one ahead of time."""
+"""Seconds: a worker whose last task ran shorter may be handed its next ones ahead of time."""
+
+AHEAD_MAX = 8
+"""The most tasks a worker may hold ahead of time (those of a few microseconds)."""
+
+AHEAD_SECONDS = 0.002
+"""About how much work a worker holds ahead of time: ``AHEAD_MAX`` tasks if they are that
+short together, fewer (down to one) if they are longer."""
 
 CLOCK_SLACK = 0.05
 """Seconds: a task that raises TaskTimeout this close to its deadline timed out. A task sent
@@ -172,11 +179,11 @@ class Scheduler:
         if state is _STARTING or state is _WOKEN:
             self.waking -= 1
         ahead = slot.ahead
-        if ahead is not None:  # its worker has it already: it starts whatever else holds
-            slot.ahead = None
+        if ahead:  # its worker has it already: it starts whatever else holds
+            first = ahead.popleft()
             self.reserved -= 1
-            self._start(slot, ahead, now)
-            return ahead
+            self._start(slot, first, now)
+            return first
         limit = self.max_tasks_per_worker
         if (
             len(self._slots) > self.max_workers
@@ -214,68 +221,91 @@ class Scheduler:
             return None
         return self.idle_timeout
 
-    def reserve(self, slot: WorkerSlot) -> Task[Any] | None:
-        """Hand busy ``slot`` its next task ahead of time, so that its worker never waits for
-        one between two short tasks (a worker process has it sent while it runs the current).
+    def reserve(self, slot: WorkerSlot) -> list[Task[Any]]:
+        """Hand busy ``slot`` its next tasks ahead of time, so that its worker never waits for
+        one between two short tasks (a worker process has them sent while it runs the current).
 
-        Only a worker whose last task was short gets one, and only a task that no idle or
-        woken worker is coming for. The task stays QUEUED until ``take`` starts it; until then
-        ``unreserve`` can put it back (for a cancel, or an idle worker that would take it).
+        Only a worker whose last task was short gets any: up to ``AHEAD_MAX`` for tasks of a few
+        microseconds, fewer as they run longer (about ``AHEAD_SECONDS`` of work), one from a
+        millisecond or so. It is topped up in bursts, once half of what it holds has started,
+        and only with tasks that no idle or woken worker is coming for. They stay QUEUED until
+        ``take`` starts them, in order; until then ``unreserve`` can put them back (for a
+        cancel, a pause, or an idle worker that would take them). Returns those added.
         """
         limit = self.max_tasks_per_worker
+        last_run = slot.last_run
         if (
             slot.state is not _BUSY
-            or slot.ahead is not None
-            or slot.last_run >= RESERVE_BELOW
+            or last_run >= RESERVE_BELOW
             or self.queued <= self.waking
             or self.paused
             or self._rate is not None
             or slot.recycle
             or len(self._slots) > self.max_workers
-            or (limit and slot.tasks_done + 1 >= limit)
         ):
-            return None
-        task = self._queue.pop()
-        if task is not None:
-            self.queued -= 1
-            self.reserved += 1
-            slot.ahead = task
+            return []
+        ahead = slot.ahead
+        if last_run * AHEAD_MAX <= AHEAD_SECONDS:
+            depth = AHEAD_MAX
+        else:
+            depth = max(1, int(AHEAD_SECONDS / last_run))
+        held = len(ahead)
+        if held > depth // 2:
+            return []
+        room = min(depth - held, self.queued - self.waking)
+        if limit:
+            room = min(room, limit - slot.tasks_done - 1 - held)
+        tasks = []
+        pop = self._queue.pop
+        while room > 0:
+            task = pop()
+            if task is None:
+                break
             task.worker = slot
-        return task
+            tasks.append(task)
+            room -= 1
+        if tasks:
+            self.queued -= len(tasks)
+            self.reserved += len(tasks)
+            ahead.extend(tasks)
+        return tasks
 
-    def unreserve(self, slot: WorkerSlot, *, wake: bool = False) -> Task[Any]:
-        """Put ``slot``'s reserved task back in the queue, in its place; return it.
+    def unreserve(
+        self, slot: WorkerSlot, task: Task[Any] | None = None, *, wake: bool = False
+    ) -> list[Task[Any]]:
+        """Put ``task``, reserved for ``slot``, and every task reserved after it (by default
+        all of them) back in the queue, in their places; return them.
 
-        ``wake``: find it a worker now (else the caller's worker takes it).
+        ``wake``: find them workers now (else the caller's worker takes them).
         """
-        task = self._take_reserved(slot)
-        self.queued += 1
-        self._queue.push_back(task)
+        ahead = slot.ahead
+        start = 0 if task is None else ahead.index(task)
+        back = [ahead.pop() for _ in range(len(ahead) - start)]  # the last first
+        for each in back:
+            each.worker = None
+            self._queue.push_back(each)  # ahead of those pushed back before it
+        self.reserved -= len(back)
+        self.queued += len(back)
         if wake:
             self._refill()
-        return task
+        back.reverse()
+        return back
 
     def drop_reserved(self, slot: WorkerSlot, error: BaseException, now: float) -> Outcome:
-        """``slot``'s reserved task may have started on a worker now gone, so it cannot be put
-        back unstarted: count it as an attempt that ended with ``error`` (a retry, or final)."""
-        task = self._take_reserved(slot)
+        """``slot``'s first reserved task may have started on a worker now gone, so it cannot
+        be put back unstarted: count it as an attempt that ended with ``error`` (a retry, or
+        final)."""
+        task = slot.ahead.popleft()
+        task.worker = None
+        self.reserved -= 1
         self.started += 1
         self.ended += 1
         task.attempts += 1
         return self._fail_attempt(task, error, Outcome.FAILED, now)
 
-    def _take_reserved(self, slot: WorkerSlot) -> Task[Any]:
-        """Take ``slot``'s reserved task off it, for ``unreserve`` or ``drop_reserved``."""
-        task = slot.ahead
-        assert task is not None
-        slot.ahead = None
-        task.worker = None
-        self.reserved -= 1
-        return task
-
     def reservations(self) -> list[WorkerSlot]:
-        """The slots holding a reserved task."""
-        return [slot for slot in self._slots.values() if slot.ahead is not None]
+        """The slots holding reserved tasks."""
+        return [slot for slot in self._slots.values() if slot.ahead]
 
     def complete(
         self, slot: WorkerSlot, task: Task[Any], error: BaseException | None, now: float
@@ -309,14 +339,14 @@ class Scheduler:
         """The worker of ``slot`` died or was stopped; its task, if any, ends with ``error``.
 
         ``gone``: the worker is already dead; otherwise it counts in ``lost_alive`` until
-        ``complete`` (a thread) or ``exited`` (a process) says it is gone. A task reserved for
-        it stays reserved: the caller takes it back from the backend (``unreserve``), or
-        counts it lost with the worker (``drop_reserved``).
+        ``complete`` (a thread) or ``exited`` (a process) says it is gone. Tasks reserved for
+        it stay reserved: the caller takes them back from the backend (``unreserve``), or
+        counts them lost with the worker (``drop_reserved``).
         """
         if slot.state is SlotState.LOST or slot.state is SlotState.RETIRED:
             self.exited(slot)  # already given up on (a timeout, a cancel): nothing more to end
             return None, None
-        task = slot.task  # a task reserved for it stays in slot.ahead: see unreserve
+        task = slot.task  # tasks reserved for it stay in slot.ahead: see unreserve
         was_idle = slot.state is SlotState.IDLE
         self._detach(slot, gone=gone)
         if was_idle:
@@ -436,7 +466,7 @@ class Scheduler:
 
     def waiting_tasks(self) -> list[Task[Any]]:
         delayed = [e[2] for e in self._delayed if e[2]._wp_state is _QUEUED]
-        reserved = [slot.ahead for slot in self._slots.values() if slot.ahead is not None]
+        reserved = [task for slot in self._slots.values() for task in slot.ahead]
         return [*reserved, *self._queue, *delayed]
 
     # -- internals ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ A worker slot moves through::
 from __future__ import annotations
 
 import enum
+from collections import deque
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
 if TYPE_CHECKING:
@@ -34,8 +35,8 @@ class WorkerSlot:
         self.id = slot_id
         self.state = SlotState.STARTING
         self.task: Task[Any] | None = None
-        self.ahead: Task[Any] | None = None
-        """The task handed to this worker ahead of time (``Scheduler.reserve``), if any."""
+        self.ahead: deque[Task[Any]] = deque()
+        """The tasks handed to this worker ahead of time (``Scheduler.reserve``), in order."""
         self.tasks_done = 0
         self.last_run = 0.0
         """How long the worker's last attempt ran, in seconds."""
