@@ -573,6 +573,40 @@ def test_unreserved_tasks_go_back_to_the_head_of_the_queue_in_order() -> None:
         assert s.take(slot, 1.0) is following
 
 
+@pytest.mark.parametrize("priority", [0, 5])
+def test_tasks_taken_back_keep_their_order_across_take_backs_and_workers(priority: int) -> None:
+    """However many take-backs, from however many workers, in whatever order, the tasks run
+    in the order they would have run untaken, priorities and ties included."""
+    s = engine(2, aging=0.0)
+    tasks = [make_task(priority) for _ in range(12)]
+    for task in tasks:
+        s.submit(task, 0)
+    a, b = s.wakeups
+    assert s.take(a, 0) is tasks[0] and s.take(b, 0) is tasks[1]
+    assert s.reserve(a) == tasks[2:10] and s.reserve(b) == tasks[10:12]
+    s.unreserve(a, tasks[6])  # tasks[6:10] go back
+    s.unreserve(b)  # tasks[10:12], later than those
+    s.unreserve(a)  # tasks[2:6], earlier than all
+    assert accounted(s) and s.reserved == 0
+    assert [s._queue.pop() for _ in range(10)] == tasks[2:]
+
+
+def test_reserved_tasks_count_against_queue_size() -> None:
+    """A bounded queue bounds the tasks reserved ahead too: they wait as queued ones do."""
+    s = engine(1, queue_size=3)
+    tasks = [make_task() for _ in range(4)]
+    for task in tasks:
+        s.submit(task, 0)
+    slot = s.wakeups.pop()
+    assert s.take(slot, 0) is tasks[0]
+    assert s.full
+    assert s.reserve(slot) == tasks[1:]
+    assert s.full  # still three waiting
+    s.complete(slot, tasks[0], None, 0.0)
+    assert s.take(slot, 0.0) is tasks[1]
+    assert not s.full
+
+
 def test_lost_worker_hands_its_reserved_tasks_on_unstarted() -> None:
     """Tasks reserved for a lost worker, taken back unstarted, run elsewhere as new."""
     s, slot, tasks = busy_engine()

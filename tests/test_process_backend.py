@@ -21,6 +21,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from concurrent.futures import CancelledError
 from multiprocessing.managers import SyncManager
 from pathlib import Path
@@ -577,6 +578,25 @@ def test_task_sent_ahead_survives_the_loss_of_its_worker(
     assert_accounted(pool.stats())
 
 
+def test_task_sent_ahead_to_a_worker_that_died_holding_its_dispatch_lock_runs_elsewhere(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """A worker killed while it held the lock that orders take-backs (as if killed as it read
+    a message) still hands on the tasks it never read: its death says it reads no more."""
+    pool = make_process_pool(workers=1)
+    doomed, behind, release, ran = blocked_with_one_ahead(
+        pool, manager, lambda started, release: pool.submit(wait_then, started, release, None, 3)
+    )
+    child = next(iter(pool._core.backend._children.values()))  # type: ignore[attr-defined]
+    assert child.dispatch.lock.acquire(timeout=5)  # never released: as a dead holder leaves it
+    release.set()
+    with pytest.raises(WorkerCrashed):
+        doomed.result(timeout=30)
+    assert behind.result(timeout=30) == "behind" and behind.attempts == 1
+    assert list(ran) == ["behind"]
+    assert_accounted(pool.stats())
+
+
 def test_pause_takes_back_a_task_sent_ahead(make_process_pool: Any, manager: SyncManager) -> None:
     """Once paused, a task waiting in a worker's pipe does not start until resume."""
     pool = make_process_pool(workers=1)
@@ -646,6 +666,43 @@ def test_two_take_backs_unread_by_the_worker_never_run_a_task_or_mismatch_replie
     assert b.cancelled() and d.cancelled()
     assert pool.submit(record, ran, "F").result(timeout=30) == "F"
     assert list(ran) == ["C", "E", "F"]
+    assert_accounted(pool.stats())
+
+
+def append_id(path: str, i: int, crash: bool = False) -> int:
+    """Record in ``path`` that task ``i`` ran (one write: appends do not interleave)."""
+    with open(path, "a") as out:
+        out.write(f"{i}\n")
+    if crash:
+        os._exit(7)
+    return i
+
+
+def test_cancels_and_crashes_amid_tasks_in_flight_lose_none_and_run_none_twice(
+    make_process_pool: Any, tmp_path: Any
+) -> None:
+    """Thousands of short tasks in flight, several in each worker's pipe at a time, with
+    cancels and worker crashes among them: whatever the timing, no task runs twice, none
+    cancelled at once runs, and every other task ends with its own result."""
+    pool = make_process_pool(workers=2)
+    path = str(tmp_path / "ran")
+    n, crashers = 3000, {700, 1500, 2300}
+    tasks = [pool.submit(append_id, path, i, i in crashers) for i in range(n)]
+    cancelled_at_once = {i for i in range(5, n, 7) if i not in crashers and tasks[i].cancel()}
+    futures.wait(tasks, timeout=120)
+    with open(path) as records:
+        ran = [int(line) for line in records]
+    assert len(ran) == len(set(ran)), "a task ran twice"
+    assert not cancelled_at_once & set(ran), "a task cancelled before it started ran"
+    for i, task in enumerate(tasks):
+        if i in crashers:
+            assert isinstance(task.exception(), WorkerCrashed)
+        elif i in cancelled_at_once:
+            assert task.cancelled()
+        elif not task.cancelled():  # a cancel that came as it started may stop it
+            assert task.result() == i
+            assert i in ran
+    assert pool.stats().crashed == len(crashers)
     assert_accounted(pool.stats())
 
 

@@ -118,7 +118,8 @@ class PoolCore:
         with self.lock:
             reserved_on = task.worker if task._wp_state is _QUEUED else None
             if reserved_on is not None and self.backend.recall(reserved_on, task):
-                self.engine.unreserve(reserved_on, task)  # back in the queue: cancel finds it
+                # Back in the queue, where cancel finds it; those reserved after it need a worker.
+                self.engine.unreserve(reserved_on, task, wake=True)
             verdict = self.engine.cancel(task)
             slot = task.worker
             if verdict:
@@ -388,7 +389,7 @@ class PoolCore:
             ahead = other.ahead
             task = ahead[len(ahead) // 2]
             if self.backend.recall(other, task):
-                self.engine.unreserve(other, task)
+                self.engine.unreserve(other, task, wake=True)
                 return
 
     # -- acting on decisions ------------------------------------------------------------------

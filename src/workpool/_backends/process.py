@@ -118,8 +118,8 @@ class _Child:
         "sent",
         "sent_bytes",
         "stopping",
-        "stuck",
         "too_big",
+        "unread",
         "unsent",
     )
 
@@ -133,10 +133,10 @@ class _Child:
         self.current: Task[Any] | None = None  # the task the child runs, if any
         self.unsent: deque[Task[Any]] = deque()  # reserved for it, not in its pipe yet
         self.sent: deque[tuple[Task[Any], int, int]] = deque()  # (task, number, size) in it
-        self.sent_bytes = 0  # the size of the messages in ``sent``
+        self.sent_bytes = 0  # the size of the messages in ``sent`` and ``unread``
+        self.unread: deque[tuple[int, int]] = deque()  # (number, size) taken back, maybe unread
         self.numbered = 0  # messages numbered so far
         self.too_big: Task[Any] | None = None  # too big to wait in the pipe: sent as it starts
-        self.stuck = False  # its dispatch lock stayed taken: nothing can be taken back
         self.over_memory = False  # past max_memory_per_worker: it retires, none is sent ahead
         self.stopping: Interruption | None = None  # why it is being killed
         self.kill_at: float | None = None  # when SIGTERM's grace ends
@@ -208,33 +208,17 @@ class ProcessBackend(Backend):
     def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
         child: _Child = slot.handle
         with child.lock:
-            sent, unsent = child.sent, child.unsent
-            at = next((i for i, entry in enumerate(sent) if entry[0] is task), None)
-            if at is None:  # not in the pipe: it (and all after it) never will be
-                if task in unsent:
-                    while unsent.pop() is not task:
-                        pass
-                return True
-            if child.stuck:
-                return False
-            assert child.dispatch is not None
-            numbers = [number for _, number, _ in itertools.islice(sent, at, None)]
-            try:
-                if not child.dispatch.take_back(numbers, _RECALL_WAIT):
-                    return False  # it has begun: treat them all as started
-            except TimeoutError:
-                child.stuck = True  # held by a child killed under it, surely
-                return False
-            while len(sent) > at:
-                child.sent_bytes -= sent.pop()[2]
-            unsent.clear()
-            return True
+            return _recall(child, task)
 
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
         child: _Child = slot.handle
         with child.lock:
             if child.current is not task or child.stopping is not None:
                 return  # not sent yet (the proxy checks the task's flags), or already ended
+            if child.sent and not _recall(child, child.sent[0][0]):
+                # The child is done with it and runs a task sent after it: its reply is on its
+                # way. (Taken back, those tasks go back to the pool when it hears of the stop.)
+                return
             child.stopping = why
             child.kill_at = time.monotonic() + self.terminate_grace
         _signal(child, kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
@@ -293,9 +277,10 @@ class ProcessBackend(Backend):
         child.dispatch = _child.Dispatch.create(self._context)
         child.unsent.clear()
         child.sent.clear()
+        child.unread.clear()
         child.sent_bytes = child.numbered = 0
         child.too_big = None
-        child.stuck = child.over_memory = False
+        child.over_memory = False
         args = (
             theirs,
             self._initializer,
@@ -363,9 +348,10 @@ class ProcessBackend(Backend):
             return host.done(slot, task, None, CancelledError())
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
-        try:
+        with contextlib.suppress(OSError):  # it died: the replies it sent come first, then EOF
             _send(child.conn, payload, self._ahead(slot, child))
-            del payload
+        del payload
+        try:
             reply = self._receive(child)
         except (EOFError, OSError):
             self._lost(slot, child, task)
@@ -398,6 +384,10 @@ class ProcessBackend(Backend):
         if len(sent) + len(unsent) <= AHEAD_MAX // 2:
             self.host.reserve(slot, unsent)
         seen = child.dispatch.seen  # type: ignore[union-attr]  # set once the child started
+        unread = child.unread
+        if unread and max(unread)[0] <= seen.value:  # the child has read (and skipped) them
+            child.sent_bytes -= sum(size for _, size in unread)
+            unread.clear()
         messages = []
         while unsent:
             task = unsent[0]
@@ -495,6 +485,39 @@ def _send(conn: Connection, payload: bytes | None, ahead: list[bytes]) -> None:
     fd = conn.fileno()
     while data:
         data = data[os.write(fd, data) :]
+
+
+def _recall(child: _Child, task: Task[Any]) -> bool:
+    """``recall``, under ``child.lock``: take back ``task`` and every task after it."""
+    sent, unsent = child.sent, child.unsent
+    at = next((i for i, entry in enumerate(sent) if entry[0] is task), None)
+    if at is None:  # not in the pipe: it (and all after it) never will be
+        if task in unsent:
+            while unsent.pop() is not task:
+                pass
+        return True
+    if not _take_back(child, [number for _, number, _ in itertools.islice(sent, at, None)]):
+        return False  # it has begun: treat them all as started
+    while len(sent) > at:
+        _, number, size = sent.pop()
+        child.unread.append((number, size))  # still in the pipe, to be skipped
+    unsent.clear()
+    return True
+
+
+def _take_back(child: _Child, numbers: list[int]) -> bool:
+    """Have the child skip messages ``numbers`` (ascending): False if it has read the first."""
+    dispatch, process = child.dispatch, child.process
+    assert dispatch is not None
+    assert process is not None
+    if not process.is_alive():
+        # It reads nothing more, and may have died holding the dispatch lock: what it read
+        # before it died is all that can have started.
+        return bool(dispatch.seen.value < numbers[0])
+    try:
+        return dispatch.take_back(numbers, _RECALL_WAIT)
+    except TimeoutError:
+        return False  # it holds the lock (dying under it?): it may have read them
 
 
 def _preload_in_forkserver() -> None:

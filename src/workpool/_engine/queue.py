@@ -25,13 +25,12 @@ _QUEUED = TaskState.QUEUED
 class ReadyQueue:
     """Tasks ready to run, best first. Not thread-safe: the scheduler's caller locks."""
 
-    __slots__ = ("_aging", "_fifo", "_heap", "_seq")
+    __slots__ = ("_aging", "_fifo", "_heap")
 
     def __init__(self, aging: float) -> None:
         self._aging = aging
         self._fifo: deque[Task[Any]] = deque()
-        self._heap: list[tuple[float, int, Task[Any]]] = []
-        self._seq = 0
+        self._heap: list[tuple[float, int, Task[Any]]] = []  # (key, submission order, task)
 
     def push(self, task: Task[Any], now: float) -> None:
         """Queue ``task``; ``now`` never goes back between calls (a monotonic clock)."""
@@ -39,18 +38,28 @@ class ReadyQueue:
         if priority == 0:  # its key, aging * now, grows with every push: the deque stays sorted
             self._fifo.append(task)
         else:
-            self._seq += 1
-            heapq.heappush(self._heap, (self._aging * now - priority, self._seq, task))
+            heapq.heappush(self._heap, (self._aging * now - priority, task._seq, task))
 
-    def push_back(self, task: Task[Any]) -> None:
-        """Put back a task taken out by ``pop``, in the place it had."""
-        priority = task.options.priority
-        if priority == 0:  # it was the oldest when it left: the deque stays sorted
-            self._fifo.appendleft(task)
-        else:
-            self._seq += 1
-            entry = (self._aging * task._enqueued_at - priority, self._seq, task)
-            heapq.heappush(self._heap, entry)
+    def push_back(self, tasks: list[Task[Any]]) -> None:
+        """Put back tasks taken out by ``pop``, each in the place it had."""
+        fifo = []
+        for task in tasks:
+            priority = task.options.priority
+            if priority == 0:
+                fifo.append(task)
+            else:
+                entry = (self._aging * task._enqueued_at - priority, task._seq, task)
+                heapq.heappush(self._heap, entry)
+        if not fifo:
+            return
+        # They left from the front of the deque, ahead of every task in it but those put back
+        # before them: merge them with those, in the order they were all queued.
+        front = self._fifo
+        last = max(map(_queued_order, fifo))
+        while front and _queued_order(front[0]) < last:
+            fifo.append(front.popleft())
+        fifo.sort(key=_queued_order)
+        front.extendleft(reversed(fifo))
 
     def pop(self) -> Task[Any] | None:
         """The best queued task, or None; skips tasks cancelled while they waited."""
@@ -74,3 +83,7 @@ class ReadyQueue:
 
     def __iter__(self) -> Any:
         return (t for t in (*self._fifo, *(e[2] for e in self._heap)) if t._wp_state is _QUEUED)
+
+
+def _queued_order(task: Task[Any]) -> tuple[float, int]:
+    return task._enqueued_at, task._seq

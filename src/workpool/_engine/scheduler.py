@@ -112,7 +112,7 @@ class Scheduler:
 
     @property
     def full(self) -> bool:
-        return 0 < self.queue_size <= self.queued
+        return 0 < self.queue_size <= self.queued + self.reserved
 
     @property
     def unfinished(self) -> int:
@@ -280,15 +280,15 @@ class Scheduler:
         """
         ahead = slot.ahead
         start = 0 if task is None else ahead.index(task)
-        back = [ahead.pop() for _ in range(len(ahead) - start)]  # the last first
+        back = [ahead.pop() for _ in range(len(ahead) - start)]
+        back.reverse()
         for each in back:
             each.worker = None
-            self._queue.push_back(each)  # ahead of those pushed back before it
+        self._queue.push_back(back)
         self.reserved -= len(back)
         self.queued += len(back)
         if wake:
             self._refill()
-        back.reverse()
         return back
 
     def drop_reserved(self, slot: WorkerSlot, error: BaseException, now: float) -> Outcome:
