@@ -227,10 +227,11 @@ class Scheduler:
 
         Only a worker whose last task was short gets any: up to ``AHEAD_MAX`` for tasks of a few
         microseconds, fewer as they run longer (about ``AHEAD_SECONDS`` of work), one from a
-        millisecond or so. It is topped up in bursts, once half of what it holds has started,
-        and only with tasks that no idle or woken worker is coming for. They stay QUEUED until
-        ``take`` starts them, in order; until then ``unreserve`` can put them back (for a
-        cancel, a pause, or an idle worker that would take them). Returns those added.
+        millisecond or so, and a map's batch only alone. It is topped up in bursts, once half
+        of what it holds has started, and only with tasks that no idle or woken worker is
+        coming for. They stay QUEUED until ``take`` starts them, in order; until then
+        ``unreserve`` can put them back (for a cancel, a pause, or an idle worker that would
+        take them). Returns those added.
         """
         limit = self.max_tasks_per_worker
         last_run = slot.last_run
@@ -255,11 +256,16 @@ class Scheduler:
         room = min(depth - held, self.queued - self.waking)
         if limit:
             room = min(room, limit - slot.tasks_done - 1 - held)
-        tasks = []
+        tasks: list[Task[Any]] = []
         pop = self._queue.pop
         while room > 0:
             task = pop()
             if task is None:
+                break
+            if task._batch and (held or tasks):
+                # A map's batch runs long by design: one ahead keeps its worker busy, and
+                # more would take them from the other workers.
+                self._queue.push_back([task])
                 break
             task.worker = slot
             tasks.append(task)
