@@ -553,6 +553,10 @@ def test_a_maps_batch_is_reserved_only_alone() -> None:
     assert s.reserve(slot) == [tasks[2]]
     assert s.reserve(slot) == []  # one held already
     assert list(s._queue) == tasks[3:] and accounted(s)
+    s, slot, tasks = busy_engine(queued=3)
+    tasks[1]._batch = True
+    assert s.reserve(slot) == [tasks[1]]  # and nothing behind it
+    assert list(s._queue) == tasks[2:] and accounted(s)
 
 
 def test_reserve_leaves_the_tasks_woken_workers_come_for() -> None:

@@ -8,11 +8,8 @@ from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-import pytest
-
-from workpool import Pool, TaskOptions, _streams
-from workpool._streams import BatchSizer, run_batch
-from workpool._task import Task, _current
+from workpool import Pool
+from workpool._streams import BatchSizer
 
 
 def test_batch_sizer_grows_at_most_four_times_when_dispatch_is_cheap() -> None:
@@ -157,73 +154,3 @@ def test_map_of_a_known_length_yields_its_first_item_alone(
     assert next(results) == 0
     seen.set()
     assert list(results) == list(range(1, 400))
-
-
-class FakeClock:
-    """A clock that only moves when an item runs: ``step`` seconds an item."""
-
-    def __init__(self, step: float) -> None:
-        self.now = 0.0
-        self.step = step
-        self.ran: list[int] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def item(self, x: int) -> int:
-        self.now += self.step
-        self.ran.append(x)
-        return x
-
-
-@pytest.mark.parametrize("in_thread_pool", [False, True])
-def test_a_batch_stops_once_it_has_run_its_budget(
-    monkeypatch: pytest.MonkeyPatch, in_thread_pool: bool
-) -> None:
-    """A batch looks at the clock after 1, 2, 4, 8... items and stops past its budget (in a
-    worker process, and in a thread pool, where it also checks for a cancel each item)."""
-    clock = FakeClock(0.03)
-    monkeypatch.setattr(_streams, "_clock", clock)
-    token = None
-    if in_thread_pool:
-        token = _current.set((Task(print, (), {}, TaskOptions(), owner=object()), 1))  # type: ignore[arg-type]
-    try:
-        values, seconds = run_batch(clock.item, list(range(10)), False, 0.1)
-        assert values == [0, 1, 2, 3] and seconds == pytest.approx(0.12)  # 0.06 s after 2
-        assert run_batch(clock.item, list(range(10)), False, None)[0] == list(range(10))
-    finally:
-        if token is not None:
-            _current.reset(token)
-
-
-def test_map_runs_the_rest_of_a_batch_cut_short_next_in_order(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Batches sent before anything was measured stop after 0.1 s; the items they did not run
-    are cut to the measured size and run next: every item once, every result in order."""
-    clock = FakeClock(1 / 64)  # about 16 ms an item, exact in binary: no rounding below
-    monkeypatch.setattr(_streams, "_clock", clock)
-    with Pool(1) as pool:
-        assert list(pool.map(clock.item, range(300))) == list(range(300))
-        # 1 probe, then items 1-299 in batches of 75, 75, 75, 74 (4 a worker), each cut after
-        # 8 items (125 ms); the 67, 67, 67 and 66 left go in batches of 6 (0.1 s / 15.6 ms).
-        assert pool.stats().submitted == 1 + 4 + 12 + 12 + 12 + 11
-    assert sorted(clock.ran) == list(range(300))
-
-
-def _sleep_then(seconds: float, item: int) -> int:
-    import time
-
-    time.sleep(seconds)  # the work: long enough that a batch of 10 outruns 0.1 s
-    return item
-
-
-def test_map_of_slow_items_in_a_list_cuts_its_batches_short(
-    make_pool: Callable[..., Pool],
-) -> None:
-    """On every backend: 40 items of 20 ms on one worker go in batches of 10, which stop
-    after 0.1 s and hand the rest on; all results come, in order."""
-    pool = make_pool(1)
-    fn = functools.partial(_sleep_then, 0.02)
-    assert list(pool.map(fn, range(40))) == list(range(40))
-    assert pool.stats().submitted > 1 + 4  # some batches were cut short and their rest sent

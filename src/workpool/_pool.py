@@ -16,7 +16,7 @@ from ._engine import Scheduler
 from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
-from ._streams import SHARE_SECONDS, Batch, BatchSizer, MapStream, run_batch
+from ._streams import Batch, BatchSizer, MapStream, run_batch
 from ._task import Task
 from .observe.progress import ProgressLike, map_progress
 
@@ -41,7 +41,6 @@ class _MapPlan:
     window: int
     max_tasks: int
     probes: int
-    budget: float | None = None  # the seconds after which a batch stops and hands back the rest
 
 
 def _map_plan(
@@ -51,9 +50,9 @@ def _map_plan(
     chunksize: int | None,
     window: int | None,
 ) -> _MapPlan:
-    """Probe with one item per worker; where the input's length is known, batch as
-    ``multiprocessing.Pool.map`` does (about four batches a worker, sent with the probes), each
-    stopping after about 0.1 s; else grow batches step by step (see ``_streams``)."""
+    """Probe with one item per worker; then, where the input's length is known, batch as
+    ``multiprocessing.Pool.map`` does (about four batches a worker, all sent at once), to no
+    more items than run in 0.1 s; else grow batches step by step (see ``_streams``)."""
     if not batching:
         window = max(16, 4 * workers) if window is None else window
         return _MapPlan(None, window, window, 0)
@@ -62,8 +61,7 @@ def _map_plan(
         window = _BATCH_WINDOW if window is None else window
         return _MapPlan(BatchSizer(fixed=chunksize), window, 2 * workers + 2, workers)
     sizer = BatchSizer(limit=_SIZED_BATCH_LIMIT, share=-(-expected // (4 * workers)))
-    window = _SIZED_WINDOW if window is None else window
-    return _MapPlan(sizer, window, 4 * workers + 2, workers, SHARE_SECONDS)
+    return _MapPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, workers)
 
 
 def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
@@ -219,7 +217,6 @@ class Pool(Executor):
         workers = core.engine.max_workers
         batching = chunksize != 1 and options.timeout is None and options.retries == 0
         batch_options = options.merged(name=options.name or _name_of(fn))
-        plan = _map_plan(iterables, workers, batching, chunksize, window)
 
         def submit(args: tuple[Any, ...]) -> Task[Any]:
             task = Task(fn, args, {}, options, core)
@@ -229,7 +226,7 @@ class Pool(Executor):
         star = len(iterables) != 1  # one input: its items go as they are, not in 1-tuples
 
         def submit_batch(items: list[Any]) -> Task[Batch]:
-            task = Task(run_batch, (fn, items, star, plan.budget), {}, batch_options, core)
+            task = Task(run_batch, (fn, items, star), {}, batch_options, core)
             task._batch = True
             core.submit(task, block=True, timeout=submit_timeout)
             return task
@@ -238,6 +235,7 @@ class Pool(Executor):
             items: Iterator[Any] = iter(iterables[0])
         else:
             items = zip(*iterables)  # noqa: B905  # stops at the shortest input, as Executor.map
+        plan = _map_plan(iterables, workers, batching, chunksize, window)
         stream = MapStream(
             submit,
             submit_batch,
@@ -248,7 +246,6 @@ class Pool(Executor):
             timeout=timeout,
             sizer=plan.sizer,
             probes=plan.probes,
-            budgeted=plan.budget is not None,
         )
         return track(stream.results())
 

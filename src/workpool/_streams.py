@@ -7,13 +7,11 @@ raises, the work still in flight is cancelled.
 
 Small items are run in *batches*, one task per batch, because a task's dispatch costs far more
 than a trivial call. A ``BatchSizer`` starts with one single-item batch per worker (so slow
-items are spread over every worker at once, and the first result comes after one item). Where
-the input says its length (a list, a range), batches are cut as ``multiprocessing.Pool.map``
-cuts its chunks, about four per worker, and sent with the probes, without waiting for them;
-each batch stops once it has run about 0.1 s, and the items it did not run are cut again, to
-as many as ran in 0.1 s, and run next, before the batches after them. Otherwise (a generator)
-only the probes go first, and batches grow from them while they run short, towards a target
-duration. It also learns a batch's
+items are spread over every worker at once, the first result comes after one item, and nothing
+queues behind those probes). Where the input says its length (a list, a range), the next
+batches are cut as ``multiprocessing.Pool.map`` cuts its chunks, about four per worker, all
+sent at once, but to no more items than the probes say run in 0.1 s. Otherwise batches grow
+while they run short, towards a target duration. It also learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
 runs about as long as that overhead, and their target grows with it, so that a map on processes
@@ -49,50 +47,39 @@ class BatchFailed(Exception):
         self.seconds = seconds
 
 
-def run_batch(
-    fn: Callable[..., Any], items: list[Any], star: bool = True, budget: float | None = None
-) -> Batch:
+def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Batch:
     """Call ``fn`` on each item in order (``fn(*item)`` if ``star``, else ``fn(item)``); stop at
-    the first error, when cancelled, or (given a ``budget`` in seconds) once the items run so
-    far took longer: the caller runs the rest.
-
-    Items run in chunks (each in C, by ``extend``, the fastest a worker can go), so that the
-    clock and the cancel flag are read after 1, 2, 4, 8... items."""
-    started = _clock()
+    the first error or when cancelled."""
+    started = time.perf_counter()
     running = _current.get()
     task = None if running is None else running[0]
     if getattr(task, "_owner", task) is None:
         # A Task made in a worker process has no owner: its cancel comes as a signal, never as
-        # this flag.
+        # this flag, so the flag is not worth reading once per item there.
         task = None
     results: list[Any] = []
-    rest = iter(items)
-    check = 1  # how many results there are at the next look at the clock
+    append = results.append
     try:
-        while len(results) < len(items):
-            if task is not None and task._cancel_requested:
-                raise CancelledError()  # the map was closed: the rest is unwanted
+        if task is not None:
+            for item in items:
+                if task._cancel_requested:
+                    raise CancelledError()  # the map was closed: the rest is unwanted
+                append(fn(*item) if star else fn(item))
+        else:
             # extend() keeps what the iterator gave before an error: ``results`` still says
-            # which item raised.
-            part = itertools.islice(rest, check - len(results))
-            results.extend(itertools.starmap(fn, part) if star else map(fn, part))
-            if budget is not None and _clock() - started > budget:
-                break
-            check *= 2
+            # which item raised. It runs the loop in C, the fastest a worker process can go.
+            results.extend(itertools.starmap(fn, items) if star else map(fn, items))
     except CancelledError:
         raise  # the map was closed: the batch ends cancelled, not failed
     except Exception as error:
-        raise BatchFailed(results, error, _clock() - started) from None
-    return results, _clock() - started
+        raise BatchFailed(results, error, time.perf_counter() - started) from None
+    return results, time.perf_counter() - started
 
 
-_clock = time.perf_counter
-
-
-SHARE_SECONDS = 0.1
+_SHARE_SECONDS = 0.1
 """Where the input's length is known, a batch is the input's share (cut as Pool.map cuts it),
-or as many items as run this long, if fewer, and stops after running about this long: long
-enough to make dispatch cost nothing, short enough that results and progress keep coming."""
+or as many items as run this long, if fewer: long enough to make dispatch cost nothing, short
+enough that results and progress keep coming."""
 
 _OVERHEAD_SHARE = 8
 """A batch should run at least this many times its dispatch overhead (overhead under 12%)."""
@@ -113,7 +100,7 @@ class BatchSizer:
         share: int = 0,
     ) -> None:
         self.fixed = fixed
-        self.size = fixed or (min(share, limit) if share else 1)
+        self.size = fixed or 1
         self.target = target
         self.limit = limit
         self.share = share  # the input's length cut as Pool.map cuts it, where it is known
@@ -135,7 +122,7 @@ class BatchSizer:
                 # One item is a noisy measure (a worker descheduled for a moment): of the
                 # probes, the fastest speaks for the items.
                 per_item = self.fastest = min(per_item, self.fastest or per_item)
-            self.size = max(1, int(min(self.share, self.limit, SHARE_SECONDS / per_item)))
+            self.size = max(1, int(min(self.share, self.limit, _SHARE_SECONDS / per_item)))
             return
         ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
         # At most 4x a step, so that items that turn slow are not bunched; but where dispatch
@@ -159,7 +146,6 @@ class MapStream:
         timeout: float | None,
         sizer: BatchSizer | None = None,
         probes: int = 1,
-        budgeted: bool = False,
     ) -> None:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
@@ -169,15 +155,13 @@ class MapStream:
         self._items: Iterator[Any] | None = items
         self._window = window
         self._max_tasks = max_tasks
-        # The first ``probes`` batches hold one item each. Until one comes back, no more go out
-        # (more would queue behind them and delay the first real batch by a dispatch each),
-        # unless the batches are ``budgeted``: they stop after a while, so they go at once.
-        self._singles = probes if self._submit_batch is not None and not self._sizer.fixed else 0
-        self._probes = 0 if budgeted else self._singles
+        # Until the first batch comes back, only ``probes`` single-item batches go out: more
+        # would queue behind them and delay the first real batch by a dispatch each.
+        self._probes = probes if self._submit_batch is not None and not self._sizer.fixed else 0
         self._ordered = ordered
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._in_flight: deque[Task[Any]] = deque()
-        self._chunks: dict[Task[Any], list[Any]] = {}  # the items of each task in flight
+        self._sizes: dict[Task[Any], int] = {}
         self._pending_items = 0
         self._completed: queue.SimpleQueue[tuple[Task[Any], float]] = queue.SimpleQueue()
         self._fill()  # start the first window now, as Executor.map starts all
@@ -195,38 +179,24 @@ class MapStream:
         if self._submit_batch is None:
             chunk = list(itertools.islice(self._items, 1))
         else:
-            size = 1 if self._singles else self._sizer.size
             room = self._window - self._pending_items
-            chunk = list(itertools.islice(self._items, min(size, room)))
+            chunk = list(itertools.islice(self._items, min(self._sizer.size, room)))
         if not chunk:
             self._items = None
             return False
-        if self._singles:
-            self._singles -= 1
-        self._in_flight.append(self._launch(chunk))
-        self._pending_items += len(chunk)
-        return True
-
-    def _launch(self, chunk: list[Any]) -> Task[Any]:
-        """Submit ``chunk``'s task (one item, or a batch)."""
         if self._submit_batch is None:
             task: Task[Any] = self._submit(chunk[0])
         else:
             task = self._submit_batch(chunk)
-        self._chunks[task] = chunk
+        self._in_flight.append(task)
+        self._sizes[task] = len(chunk)
+        self._pending_items += len(chunk)
         if self._submit_batch is not None or not self._ordered:
             put, clock = self._completed.put, time.monotonic
             # The callback is given the task: closing over it would make a cycle, which keeps a
             # finished batch and its results alive until the garbage collector's next full pass.
             task.add_done_callback(lambda done: put((cast("Task[Any]", done), clock())))
-        return task
-
-    def _run_next(self, rest: list[Any]) -> None:
-        """Submit the items a batch left when it stopped at its time budget, cut to the size
-        that runs in that time, to be awaited before every task in flight."""
-        size = self._sizer.size
-        tasks = [self._launch(rest[i : i + size]) for i in range(0, len(rest), size)]
-        self._in_flight.extendleft(reversed(tasks))
+        return True
 
     def _remaining(self) -> float | None:
         if self._deadline is None:
@@ -285,9 +255,9 @@ class MapStream:
         try:
             while self._in_flight:
                 task = self._next_done()
-                chunk = self._chunks.pop(task)
+                size = self._sizes.pop(task)
                 if self._submit_batch is None:
-                    self._pending_items -= 1
+                    self._pending_items -= size
                     self._fill()  # keep the window full while the consumer works
                     yield task.result()
                     continue
@@ -296,12 +266,8 @@ class MapStream:
                 except BatchFailed as failed:
                     yield from failed.results
                     raise failed.error from None
-                rest = chunk[len(values) :]
-                if rest:  # it stopped at its time budget: the rest runs while we yield
-                    self._run_next(rest)
                 yield from values
-                # Only now: the window bounds what is read ahead (the rest is still in it).
-                self._pending_items -= len(values)
+                self._pending_items -= size  # only now: the window bounds what is read ahead
                 self._fill()
         finally:
             self.cancel()

@@ -270,6 +270,8 @@ class Scheduler:
             task.worker = slot
             tasks.append(task)
             room -= 1
+            if task._batch:
+                break  # nor anything behind it
         if tasks:
             self.queued -= len(tasks)
             self.reserved += len(tasks)
