@@ -578,6 +578,31 @@ def test_task_sent_ahead_survives_the_loss_of_its_worker(
     assert_accounted(pool.stats())
 
 
+def test_tasks_sent_ahead_count_as_waiting_against_queue_size(
+    make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """queue_size bounds the tasks not yet running, those already in a worker's pipe included:
+    with three sent ahead and one queued, a queue of four is full."""
+    monkeypatch.setattr(scheduler, "AHEAD_SECONDS", 100.0)  # all three go ahead, however slow
+    pool = make_process_pool(workers=1, queue_size=4)
+    started, release, ran = manager.Event(), manager.Event(), manager.list()
+    pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
+    pool.pause()
+    blocker = pool.submit(wait_then, started, release, "done")
+    behind = [pool.submit(record, ran, name) for name in "ABC"]
+    pool.resume()
+    assert started.wait(30)
+    wait_until(lambda: sent_ahead(pool) == behind)
+    behind.append(pool.try_submit(record, ran, "D"))  # the fourth waiting task
+    assert pool.stats().queued == 4
+    with pytest.raises(workpool.QueueFull):
+        pool.try_submit(record, ran, "E")
+    release.set()
+    assert blocker.result(timeout=30) == "done"
+    assert [t.result(timeout=30) for t in behind] == ["A", "B", "C", "D"]
+    assert pool.try_submit(record, ran, "E").result(timeout=30) == "E"
+
+
 def test_task_sent_ahead_to_a_worker_that_died_holding_its_dispatch_lock_runs_elsewhere(
     make_process_pool: Any, manager: SyncManager
 ) -> None:

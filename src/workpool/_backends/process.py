@@ -381,7 +381,7 @@ class ProcessBackend(Backend):
         if child.stopping is not None or child.over_memory:
             return []  # it is leaving: the next tasks wait for another worker
         unsent, sent = child.unsent, child.sent
-        if len(sent) + len(unsent) <= AHEAD_MAX // 2:
+        if len(sent) + len(unsent) <= AHEAD_MAX // 2:  # else the pool would add none: no lock
             self.host.reserve(slot, unsent)
         seen = child.dispatch.seen  # type: ignore[union-attr]  # set once the child started
         unread = child.unread
@@ -514,10 +514,7 @@ def _take_back(child: _Child, numbers: list[int]) -> bool:
         # It reads nothing more, and may have died holding the dispatch lock: what it read
         # before it died is all that can have started.
         return bool(dispatch.seen.value < numbers[0])
-    try:
-        return dispatch.take_back(numbers, _RECALL_WAIT)
-    except TimeoutError:
-        return False  # it holds the lock (dying under it?): it may have read them
+    return dispatch.take_back(numbers, _RECALL_WAIT)
 
 
 def _preload_in_forkserver() -> None:
