@@ -495,24 +495,37 @@ def sent_ahead(pool: workpool.Pool) -> list[Any]:
     return [task for child in children for task, _, _ in child.sent]
 
 
-def blocked_with_one_ahead(
-    pool: workpool.Pool, manager: SyncManager, block: Callable[[Any, Any], Any] | None = None
-) -> tuple[Any, ...]:
-    """A worker blocked in a task, with the next task (which records its run) sent ahead.
+def blocked_with_ahead(
+    pool: workpool.Pool,
+    manager: SyncManager,
+    names: str = "B",
+    block: Callable[[Any, Any], Any] | None = None,
+) -> tuple[Any, list[Any], Any, Any]:
+    """A worker blocked in a task, with the next tasks (one per name in ``names``, which
+    record their runs) sent ahead. More than one goes ahead only if the test makes
+    ``scheduler.AHEAD_SECONDS`` long.
 
     ``block(started, release)`` submits the blocking task: by default one that sets
     ``started``, waits for ``release`` and returns "done"."""
     started, release, ran = manager.Event(), manager.Event(), manager.list()
     pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
-    pool.pause()  # both queued when the worker takes the first: the second goes ahead
+    pool.pause()  # all queued when the worker takes the first: the others go ahead
     if block is None:
         blocker = pool.submit(wait_then, started, release, "done")
     else:
         blocker = block(started, release)
-    behind = pool.submit(record, ran, "behind")
+    behind = [pool.submit(record, ran, name) for name in names]
     pool.resume()
     assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == [behind])
+    wait_until(lambda: sent_ahead(pool) == behind)
+    return blocker, behind, release, ran
+
+
+def blocked_with_one_ahead(
+    pool: workpool.Pool, manager: SyncManager, block: Callable[[Any, Any], Any] | None = None
+) -> tuple[Any, ...]:
+    """``blocked_with_ahead`` with one task, "behind", sent ahead."""
+    blocker, (behind,), release, ran = blocked_with_ahead(pool, manager, ["behind"], block)
     return blocker, behind, release, ran
 
 
@@ -585,14 +598,7 @@ def test_tasks_sent_ahead_count_as_waiting_against_queue_size(
     with three sent ahead and one queued, a queue of four is full."""
     monkeypatch.setattr(scheduler, "AHEAD_SECONDS", 100.0)  # all three go ahead, however slow
     pool = make_process_pool(workers=1, queue_size=4)
-    started, release, ran = manager.Event(), manager.Event(), manager.list()
-    pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
-    pool.pause()
-    blocker = pool.submit(wait_then, started, release, "done")
-    behind = [pool.submit(record, ran, name) for name in "ABC"]
-    pool.resume()
-    assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == behind)
+    blocker, behind, release, ran = blocked_with_ahead(pool, manager, "ABC")
     behind.append(pool.try_submit(record, ran, "D"))  # the fourth waiting task
     assert pool.stats().queued == 4
     with pytest.raises(workpool.QueueFull):
@@ -672,21 +678,14 @@ def test_two_take_backs_unread_by_the_worker_never_run_a_task_or_mismatch_replie
     take-back, both cancel at once; the tasks behind each go back to the queue and run once."""
     monkeypatch.setattr(scheduler, "AHEAD_SECONDS", 100.0)  # all four go ahead, however slow
     pool = make_process_pool(workers=1)
-    started, release, ran = manager.Event(), manager.Event(), manager.list()
-    pool.submit(abs, -1).result(timeout=30)  # short, as a task must be for the next to go ahead
-    pool.pause()
-    first = pool.submit(wait_then, started, release, "first")
-    tasks = [pool.submit(record, ran, name) for name in "BCDE"]
-    pool.resume()
-    assert started.wait(30)
-    wait_until(lambda: sent_ahead(pool) == tasks)
+    first, tasks, release, ran = blocked_with_ahead(pool, manager, "BCDE")
     b, c, d, e = tasks
     assert d.cancel()  # takes back D and E: E waits in the queue again
     assert sent_ahead(pool) == [b, c] and e.state is TaskState.QUEUED
     assert b.cancel()  # takes back B and C, while the worker has read neither take-back
     assert sent_ahead(pool) == []
     release.set()
-    assert first.result(timeout=30) == "first"
+    assert first.result(timeout=30) == "done"
     assert c.result(timeout=30) == "C" and e.result(timeout=30) == "E"
     assert b.cancelled() and d.cancelled()
     assert pool.submit(record, ran, "F").result(timeout=30) == "F"
