@@ -6,7 +6,6 @@ interleaved rounds, and ``report`` prints and saves the results. Everything insi
 imports relatively, so it works as ``benchmarks`` in a checkout and wherever it is installed.
 """
 
-
 from typing import Any
 
 __all__ = ["SCENARIOS", "add_arguments", "build_parser", "main", "run"]

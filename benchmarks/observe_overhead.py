@@ -13,6 +13,7 @@ and the observer only when scraped. One scrape is timed separately.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -88,10 +89,8 @@ def main() -> None:
         median = statistics.median(values)
         extra = (median - base) * 1e6
         print(f"  {name:26} {median * 1e6:7.2f} us/task  x{median / base:.2f}  (+{extra:.2f} us)")
-    try:
+    with contextlib.suppress(ImportError):
         print(f"  one scrape (10 task names): {scrape_cost(1000) * 1e3:.2f} ms")
-    except ImportError:
-        pass
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
 
-from workpool import Pool
+import workpool
+from workpool import Pool, Task
 from workpool._streams import BatchSizer
 
 
@@ -45,21 +47,79 @@ def test_batched_map_starts_its_first_items_on_every_worker_at_once() -> None:
 def test_batch_sizer_cuts_a_known_length_as_pool_map_to_a_tenth_of_a_second() -> None:
     """After a probe, batches take the input's share (as Pool.map cuts it, up to the limit),
     or the items that run in 0.1 s, if fewer."""
-    fast = BatchSizer(limit=4096, share=10_000)
+    fast = BatchSizer(limit=4096, length=80_000, workers=2)
     fast.update(1, 20e-6, overhead=1e-5)
     assert fast.size == 4096  # 82 ms of 20 us items
-    medium = BatchSizer(limit=4096, share=2000)
+    medium = BatchSizer(limit=4096, length=16_000, workers=2)
     medium.update(1, 1e-3, overhead=1e-5)
     assert medium.size == 100  # 0.1 s of 1 ms items
     medium.update(100, 0.05)
     assert medium.size == 200  # they turned out faster
-    slow = BatchSizer(limit=4096, share=10_000)
+    slow = BatchSizer(limit=4096, length=80_000, workers=2)
     slow.update(1, 1.0, overhead=3e-4)
     assert slow.size == 1
-    noisy = BatchSizer(limit=4096, share=625)
+    noisy = BatchSizer(limit=4096, length=5000, workers=2)
     noisy.update(1, 20e-6)
     noisy.update(1, 1.2e-3)  # a probe slowed down: the fastest one speaks for the items
     assert noisy.size == 625
+
+
+def _cut_all(sizer: BatchSizer) -> list[int]:
+    sizes = []
+    while sizer.left > 0:
+        sizes.append(min(sizer.next_size(), sizer.left))
+        sizer.cut(sizes[-1])
+    return sizes
+
+
+def test_batch_sizer_shrinks_batches_towards_the_end_of_a_known_length() -> None:
+    """Once a measure is trusted, each batch takes at most a quarter of a worker's share of what
+    is left, down to the fewest items worth a dispatch: the workers finish together."""
+    sizer = BatchSizer(limit=4096, length=2000, workers=64)  # the I/O bench: 10 ms sleeps
+    sizer.cut(64)  # the probes
+    sizer.update(1, 10e-3, overhead=50e-6)
+    sizes = _cut_all(sizer)
+    assert sizes[0] == 8  # 2000 / (4 x 64): as Pool.map cuts it
+    assert sizes == sorted(sizes, reverse=True)
+    assert sizes[-100:] == [1] * 100  # the last rounds are of single items
+    assert sum(sizes) == 2000 - 64
+
+
+def test_batch_sizer_keeps_the_share_while_its_measure_may_be_the_cost_of_a_call() -> None:
+    """One short item is mostly the cost of calling at all: the batches keep the input's share
+    until a batch of several items says how short they are, then stop at what is worth a
+    dispatch (here the whole share)."""
+    sizer = BatchSizer(limit=4096, length=10_000, workers=2)
+    sizer.cut(2)
+    sizer.update(1, 17e-6, overhead=500e-6)  # a no-op, after a worker sat idle
+    assert sizer.next_size() == 1250
+    sizer.cut(1250)
+    sizer.update(1250, 100e-6, overhead=500e-6)  # 0.08 us an item: a batch costs more
+    assert _cut_all(sizer)[:-1] == [1250] * 6
+
+
+def test_batched_map_of_slow_items_ends_with_single_items() -> None:
+    """A map over a list of slow items (a millisecond or more) ends in batches of one item."""
+
+    class Sizes(workpool.Observer):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def task_submitted(self, task: Task[Any]) -> None:
+            self.sizes.append(len(task.args[1]))
+
+    sizes = Sizes()
+    with Pool(2, observers=[sizes]) as pool:
+        assert list(pool.map(_sleep_a_moment, range(40))) == list(range(40))
+    assert sizes.sizes[:2] == [1, 1]  # the probes
+    assert max(sizes.sizes) <= 5  # 40 / (4 x 2 workers): as Pool.map cuts it
+    assert sizes.sizes[-4:] == [1, 1, 1, 1]
+    assert sum(sizes.sizes) == 40
+
+
+def _sleep_a_moment(item: int) -> int:
+    time.sleep(0.01)  # the workload: an item of 10 ms
+    return item
 
 
 def test_map_of_a_known_length_probes_then_cuts_the_rest_from_it() -> None:

@@ -60,7 +60,7 @@ def _map_plan(
     if not expected:
         window = _BATCH_WINDOW if window is None else window
         return _MapPlan(BatchSizer(fixed=chunksize), window, 2 * workers + 2, workers)
-    sizer = BatchSizer(limit=_SIZED_BATCH_LIMIT, share=-(-expected // (4 * workers)))
+    sizer = BatchSizer(limit=_SIZED_BATCH_LIMIT, length=expected, workers=workers)
     return _MapPlan(sizer, _SIZED_WINDOW if window is None else window, 4 * workers + 2, workers)
 
 

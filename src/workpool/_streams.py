@@ -10,7 +10,10 @@ than a trivial call. A ``BatchSizer`` starts with one single-item batch per work
 items are spread over every worker at once, the first result comes after one item, and nothing
 queues behind those probes). Where the input says its length (a list, a range), the next
 batches are cut as ``multiprocessing.Pool.map`` cuts its chunks, about four per worker, all
-sent at once, but to no more items than the probes say run in 0.1 s. Otherwise batches grow
+sent at once, but to no more items than the probes say run in 0.1 s; and once a measure is
+trusted (a batch of several items, or an item of a millisecond or more), each batch takes at most
+a quarter of a worker's share of what is left, so that batches shrink towards the end and the
+workers finish together (guided scheduling). Otherwise batches grow
 while they run short, towards a target duration. It also learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
@@ -84,12 +87,27 @@ enough that results and progress keep coming."""
 _OVERHEAD_SHARE = 8
 """A batch should run at least this many times its dispatch overhead (overhead under 12%)."""
 
+_TRUSTED_ITEM = 1e-3
+"""Seconds: one item is a fair measure of the items from this long. A shorter one is mostly the
+cost of calling at all in a worker that sat idle (2 to 40 us on a busy machine, for a no-op)."""
+
 
 class BatchSizer:
     """Items per batch, adapted so that a batch runs about ``target`` seconds, or longer where
     dispatching a batch costs much (see the module's docstring)."""
 
-    __slots__ = ("fastest", "fixed", "limit", "overhead", "share", "size", "target")
+    __slots__ = (
+        "fastest",
+        "fixed",
+        "least",
+        "left",
+        "limit",
+        "overhead",
+        "parts",
+        "share",
+        "size",
+        "target",
+    )
 
     def __init__(
         self,
@@ -97,15 +115,29 @@ class BatchSizer:
         target: float = 0.002,
         limit: int = 1024,
         *,
-        share: int = 0,
+        length: int = 0,
+        workers: int = 1,
     ) -> None:
         self.fixed = fixed
         self.size = fixed or 1
         self.target = target
         self.limit = limit
-        self.share = share  # the input's length cut as Pool.map cuts it, where it is known
+        self.parts = 4 * workers  # as Pool.map cuts an input: about four batches a worker
+        self.share = -(-length // self.parts)  # the input's length cut so, where it is known
+        self.left = length  # items of the input not cut into batches yet, where it is known
+        self.least = 0  # the fewest items worth a batch, once a measure is trusted (else 0)
         self.fastest = 0.0  # the least seconds a single-item batch took, once there is one
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
+
+    def next_size(self) -> int:
+        """Items for the next batch: ``size``, or fewer as the end of the input nears."""
+        if not self.least:
+            return self.size
+        return min(self.size, max(self.least, -(-self.left // self.parts)))
+
+    def cut(self, items: int) -> None:
+        """A batch of ``items`` was cut from the input."""
+        self.left -= items
 
     def update(self, items: int, seconds: float, overhead: float = 0.0) -> None:
         """A batch of ``items`` ran ``seconds``, and took ``overhead`` more to come back."""
@@ -123,6 +155,8 @@ class BatchSizer:
                 # probes, the fastest speaks for the items.
                 per_item = self.fastest = min(per_item, self.fastest or per_item)
             self.size = max(1, int(min(self.share, self.limit, _SHARE_SECONDS / per_item)))
+            if items > 1 or per_item >= _TRUSTED_ITEM:
+                self.least = max(1, int(_OVERHEAD_SHARE * self.overhead / per_item))
             return
         ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
         # At most 4x a step, so that items that turn slow are not bunched; but where dispatch
@@ -180,7 +214,8 @@ class MapStream:
             chunk = list(itertools.islice(self._items, 1))
         else:
             room = self._window - self._pending_items
-            chunk = list(itertools.islice(self._items, min(self._sizer.size, room)))
+            chunk = list(itertools.islice(self._items, min(self._sizer.next_size(), room)))
+            self._sizer.cut(len(chunk))
         if not chunk:
             self._items = None
             return False
