@@ -24,6 +24,8 @@ _lock = threading.Lock()  # WeakKeyDictionary is not safe against concurrent wri
 
 def trace_carrier(task: Task[Any]) -> dict[str, str] | None:
     """The trace context to run ``task`` under, or None if no tracer saw it."""
+    if not _carriers:  # no tracer at work: spare every task the lock and a weak reference
+        return None
     with _lock:
         inject = _carriers.get(task)
     return None if inject is None else inject()
