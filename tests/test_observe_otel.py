@@ -177,3 +177,17 @@ def test_the_trace_crosses_into_a_worker_process(traces: Traces) -> None:
     (run,) = traces.named("workpool.run")
     assert run.context is not None
     assert (trace_id, span) == (run.context.trace_id, run.context.span_id)
+
+
+def test_short_process_tasks_in_a_row_each_run_under_their_own_attempt(traces: Traces) -> None:
+    """A short task is sent to its worker process ahead of its start, unless it is traced: its
+    attempt's span only exists once it starts, and it runs under that span, as any task."""
+    observer = TracingObserver(traces.provider)
+    with workpool.Pool(1, backend="process", observers=[observer]) as pool:
+        tasks = [pool.submit(current_trace) for _ in range(40)]
+        seen = {task.id: task.result(timeout=60) for task in tasks}
+    runs = {}
+    for run in traces.named("workpool.run"):
+        assert run.attributes is not None and run.context is not None
+        runs[run.attributes["workpool.task.id"]] = (run.context.trace_id, run.context.span_id)
+    assert seen == runs

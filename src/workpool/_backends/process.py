@@ -395,6 +395,7 @@ class ProcessBackend(Backend):
                 task._cancel_requested  # it starts as usual, and ends cancelled at once
                 or task is child.too_big
                 or child.numbered - seen.value >= _child.SKIP_SLOTS  # the child is far behind
+                or trace_carrier(task) is not None  # traced: it carries its attempt's span
             ):
                 break
             try:
