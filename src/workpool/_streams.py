@@ -11,9 +11,10 @@ items are spread over every worker at once, the first result comes after one ite
 queues behind those probes). Where the input says its length (a list, a range), the next
 batches are cut as ``multiprocessing.Pool.map`` cuts its chunks, about four per worker, all
 sent at once, but to no more items than the probes say run in 0.1 s; and once a measure is
-trusted (a batch of several items, or an item of a millisecond or more), each batch takes at most
-a quarter of a worker's share of what is left, so that batches shrink towards the end and the
-workers finish together (guided scheduling). Otherwise batches grow
+trusted (a batch of several items, or an item of a millisecond or more), a batch takes at most a
+worker's share of what is left, though never fewer items than are worth a dispatch (eight times
+its overhead), so that over the last quarter of the input batches shrink and the workers finish
+together (guided scheduling). Otherwise batches grow
 while they run short, towards a target duration. It also learns a batch's
 dispatch *overhead* (from a worker taking it to its result coming back, less the time it ran):
 tiny for threads, a pipe round trip for processes. Batches may grow at once up to the size that
@@ -103,10 +104,11 @@ class BatchSizer:
         "left",
         "limit",
         "overhead",
-        "parts",
+        "several",
         "share",
         "size",
         "target",
+        "workers",
     )
 
     def __init__(
@@ -122,18 +124,23 @@ class BatchSizer:
         self.size = fixed or 1
         self.target = target
         self.limit = limit
-        self.parts = 4 * workers  # as Pool.map cuts an input: about four batches a worker
-        self.share = -(-length // self.parts)  # the input's length cut so, where it is known
+        self.workers = workers
+        # Where the input's length is known, its share: the length cut as Pool.map cuts it,
+        # about four batches a worker.
+        self.share = -(-length // (4 * workers))
         self.left = length  # items of the input not cut into batches yet, where it is known
         self.least = 0  # the fewest items worth a batch, once a measure is trusted (else 0)
+        self.several = False  # whether a batch of several items has come back
         self.fastest = 0.0  # the least seconds a single-item batch took, once there is one
         self.overhead = 0.0  # the least dispatch overhead of a batch seen so far, in seconds
 
     def next_size(self) -> int:
-        """Items for the next batch: ``size``, or fewer as the end of the input nears."""
+        """Items for the next batch: ``size``; or, once ``least`` is known, a worker's share of
+        what is left if that is fewer (but never fewer than ``least``): towards the end of the
+        input, batches shrink so that the workers finish together (guided scheduling)."""
         if not self.least:
             return self.size
-        return min(self.size, max(self.least, -(-self.left // self.parts)))
+        return min(self.size, max(self.least, -(-self.left // self.workers)))
 
     def cut(self, items: int) -> None:
         """A batch of ``items`` was cut from the input."""
@@ -145,8 +152,8 @@ class BatchSizer:
             return
         if overhead > 0 and (not self.overhead or overhead < self.overhead):
             self.overhead = overhead
-        if seconds <= 0:
-            self.size = min(self.limit, self.size * 4)
+        if seconds <= 0:  # faster than the clock can tell
+            self.size = min(self.share or self.size * 4, self.limit)
             return
         per_item = seconds / items
         if self.share:  # the input's length is known: cut as Pool.map cuts it, time permitting
@@ -154,9 +161,11 @@ class BatchSizer:
                 # One item is a noisy measure (a worker descheduled for a moment): of the
                 # probes, the fastest speaks for the items.
                 per_item = self.fastest = min(per_item, self.fastest or per_item)
+            else:
+                self.several = True
             self.size = max(1, int(min(self.share, self.limit, _SHARE_SECONDS / per_item)))
-            if items > 1 or per_item >= _TRUSTED_ITEM:
-                self.least = max(1, int(_OVERHEAD_SHARE * self.overhead / per_item))
+            trusted = self.several or per_item >= _TRUSTED_ITEM
+            self.least = max(1, int(_OVERHEAD_SHARE * self.overhead / per_item)) if trusted else 0
             return
         ideal = max(self.target, _OVERHEAD_SHARE * self.overhead) / per_item
         # At most 4x a step, so that items that turn slow are not bunched; but where dispatch

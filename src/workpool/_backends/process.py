@@ -40,7 +40,7 @@ from .._engine import RETIRE, Next, SlotState, WorkerSlot
 from .._engine.scheduler import AHEAD_MAX
 from .._errors import WorkerCrashed
 from .._task import Task
-from ..observe.carrier import trace_carrier
+from ..observe.carrier import is_traced, trace_carrier
 from . import _child
 from ._parking import Parker
 from .base import Backend, Interruption
@@ -395,7 +395,7 @@ class ProcessBackend(Backend):
                 task._cancel_requested  # it starts as usual, and ends cancelled at once
                 or task is child.too_big
                 or child.numbered - seen.value >= _child.SKIP_SLOTS  # the child is far behind
-                or trace_carrier(task) is not None  # traced: it carries its attempt's span
+                or is_traced(task)  # it must carry its attempt's span, which starts with it
             ):
                 break
             try:

@@ -31,7 +31,19 @@ def trace_carrier(task: Task[Any]) -> dict[str, str] | None:
     return None if inject is None else inject()
 
 
+def is_traced(task: Task[Any]) -> bool:
+    """Whether a tracer follows ``task`` (without writing its carrier)."""
+    if not _carriers:
+        return False
+    with _lock:
+        return task in _carriers
+
+
 def set_trace_carrier(task: Task[Any], inject: Inject) -> None:
-    """Record how to write the trace context for ``task``'s next run (a tracer calls this)."""
+    """Record how to write the trace context for ``task``'s next run (a tracer calls this).
+
+    Call it when the task is submitted (``task_submitted``), then at each attempt's start: a
+    process pool sends a task that has none yet ahead of its start, before any attempt exists.
+    """
     with _lock:
         _carriers[task] = inject
