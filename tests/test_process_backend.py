@@ -33,7 +33,7 @@ from helpers import assert_accounted, wait_until
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
 from workpool._backends import process as process_backend
-from workpool._backends._child import Frames
+from workpool._backends._child import Frames, send_now
 from workpool._engine import scheduler
 
 
@@ -820,6 +820,24 @@ def test_frames_wait_for_a_message_that_comes_a_byte_at_a_time() -> None:
         frames.close()
         ours.close()
         theirs.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="elsewhere send_now sends nothing")
+def test_send_now_sends_what_fits_at_once_and_never_waits() -> None:
+    """The parent's send to a worker that holds the GIL: what the socket takes at once goes,
+    a full socket takes nothing (no wait), a closed one raises (no SIGPIPE)."""
+    ours, theirs = multiprocessing.Pipe()
+    try:
+        assert send_now(ours.fileno(), b"abc") == 3
+        assert os.read(theirs.fileno(), 3) == b"abc"
+        big = bytes(64 * 1024 * 1024)  # far more than a socket buffers
+        assert 0 < send_now(ours.fileno(), big) < len(big)
+        assert send_now(ours.fileno(), big) == 0
+        theirs.close()
+        with pytest.raises(OSError):
+            send_now(ours.fileno(), b"x")
+    finally:
+        ours.close()
 
 
 def _short_socket_timeout() -> None:

@@ -34,9 +34,20 @@ from typing import Any, NamedTuple
 
 if sys.platform == "linux":
     import ctypes
+    import errno
 
     # Loaded once, in the forkserver where it preloads this module: a few ms less per worker.
     _libc: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+    # The same functions, called *holding* the GIL: for the send and receive that never wait
+    # (MSG_DONTWAIT). Letting the GIL go around them, as every Python socket call does, hands
+    # it to another of the parent's threads, and this one must wait to get it back.
+    _held = ctypes.PyDLL(None, use_errno=True)
+    _c_recv = _held.recv
+    _c_recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    _c_recv.restype = ctypes.c_ssize_t
+    _c_send = _held.send
+    _c_send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
+    _c_send.restype = ctypes.c_ssize_t
 else:
     _libc = None
 
@@ -113,13 +124,25 @@ class Frames:
     Every system call lets the GIL go, and in the parent, with a proxy thread per worker and a
     submitter, another thread takes it nearly every time: read as ``Connection`` reads (a poll,
     a read for the length, a read for the body), a reply that is already there costs three
-    hand-overs, where here one read usually brings it whole (with any other already sent).
+    hand-overs, where here one read usually brings it whole (with any other already sent). On
+    Linux that read, which never waits, is even made holding the GIL (``_receive_now``).
     Frames are ``Connection``'s, as the other end sends them: a 4-byte big-endian length (-1,
     then 8 bytes of length, past 2 GiB), then the bytes. A long message is read straight into
     a buffer of its size, which is returned as it is (a bytearray).
     """
 
-    __slots__ = ("_buffer", "_conn", "_filled", "_long", "_poll", "_recv", "_recv_into", "close")
+    __slots__ = (
+        "_buffer",
+        "_conn",
+        "_fd",
+        "_filled",
+        "_landing",
+        "_long",
+        "_poll",
+        "_recv",
+        "_recv_into",
+        "close",
+    )
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -129,6 +152,8 @@ class Frames:
         self._recv: Callable[..., bytes] | None = None
         self._recv_into: Callable[..., int] = _no_socket
         self._poll: Callable[[float], bool] = conn.poll
+        self._landing: Any = None  # where a read that holds the GIL lands (Linux)
+        self._fd = -1
         self.close: Callable[[], None] = _nothing
         if not (hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")):
             return
@@ -148,6 +173,9 @@ class Frames:
         self._recv, self._recv_into = sock.recv, sock.recv_into
         self._poll = lambda timeout: bool(poller.poll(timeout * 1000))
         self.close = sock.close
+        if _libc is not None:
+            self._fd = sock.fileno()
+            self._landing = ctypes.create_string_buffer(_READ_SIZE)
 
     def read(self) -> Message:
         """The next message, however long it takes to come; EOFError at the end of the pipe."""
@@ -170,7 +198,10 @@ class Frames:
                 return message
             try:
                 if self._long is None:
-                    data = recv(_READ_SIZE, flags)
+                    if flags and self._landing is not None:
+                        data = _receive_now(self._fd, self._landing)
+                    else:
+                        data = recv(_READ_SIZE, flags)
                     received = len(data)
                     self._buffer += data
                 else:
@@ -217,6 +248,36 @@ class Frames:
             message = bytes(view[start:end])
         del buffer[:end]
         return message
+
+
+def _receive_now(fd: int, landing: Any) -> bytes:
+    """What is in socket ``fd`` now (b"" at its end), read holding the GIL; BlockingIOError if
+    nothing is there yet."""
+    while True:
+        received = _c_recv(fd, landing, len(landing), socket.MSG_DONTWAIT)
+        if received >= 0:
+            return ctypes.string_at(landing, received)
+        error = ctypes.get_errno()
+        if error in (errno.EAGAIN, errno.EWOULDBLOCK):
+            raise BlockingIOError(error, os.strerror(error))
+        if error != errno.EINTR:
+            raise OSError(error, os.strerror(error))
+
+
+def send_now(fd: int, data: bytes) -> int:
+    """Send as much of ``data`` to socket ``fd`` as it takes at once, holding the GIL where the
+    platform lets us; how many bytes went (0 if none could go now)."""
+    if _libc is None:
+        return 0
+    while True:
+        sent = _c_send(fd, data, len(data), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
+        if sent >= 0:
+            return int(sent)
+        error = ctypes.get_errno()
+        if error in (errno.EAGAIN, errno.EWOULDBLOCK):
+            return 0
+        if error != errno.EINTR:
+            raise OSError(error, os.strerror(error))
 
 
 def _nothing() -> None:

@@ -482,8 +482,9 @@ def _send(conn: Connection, payload: bytes | None, ahead: list[bytes]) -> None:
         for message in ahead:
             conn.send_bytes(message)
         return
-    data = memoryview(b"".join(_child.frame(message) for message in ahead))
+    joined = b"".join(_child.frame(message) for message in ahead)
     fd = conn.fileno()
+    data = memoryview(joined)[_child.send_now(fd, joined) :]  # it fits: it goes at once
     while data:
         data = data[os.write(fd, data) :]
 
