@@ -822,6 +822,29 @@ def test_frames_wait_for_a_message_that_comes_a_byte_at_a_time() -> None:
         theirs.close()
 
 
+def test_a_fault_in_the_proxy_fails_its_task_and_the_pool_goes_on(
+    make_process_pool: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of the pool's own in a worker's proxy thread (here: sending the task raises) fails
+    that task with WorkerCrashed, logged, instead of leaving it waiting forever; a new worker
+    takes the next tasks."""
+    send = process_backend._send
+    faults = [RuntimeError("injected")]
+
+    def failing_once(*args: Any) -> None:
+        if faults:
+            raise faults.pop()
+        send(*args)
+
+    monkeypatch.setattr(process_backend, "_send", failing_once)
+    pool = make_process_pool(workers=1)
+    with pytest.raises(workpool.WorkerCrashed, match="proxy thread failed: RuntimeError"):
+        pool.submit(abs, -1).result(timeout=30)
+    assert [pool.submit(abs, -i).result(timeout=30) for i in range(3)] == [0, 1, 2]
+    assert "the proxy of worker" in caplog.text
+    assert pool.stats().crashed == 1
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="elsewhere send_now sends nothing")
 def test_send_now_sends_what_fits_at_once_and_never_waits() -> None:
     """The parent's send to a worker that holds the GIL: what the socket takes at once goes,

@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import itertools
 import json
+import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -59,6 +60,8 @@ _RECALL_WAIT = 0.1
 """How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
 
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
+
+logger = logging.getLogger("workpool")
 
 
 class RemoteTraceback(Exception):
@@ -245,6 +248,19 @@ class ProcessBackend(Backend):
         try:
             if self._boot(slot, child):
                 self._serve(slot, child)
+        except Exception as exc:
+            # A fault of the pool's own, not of a task: fail the worker's task as if the child
+            # had died (its policy may retry it), so that nothing waits for it forever; the
+            # pool starts another worker.
+            logger.exception("workpool: the proxy of worker %s failed", slot.id)
+            task = child.current or slot.task
+            error = WorkerCrashed(
+                None if task is None else task.id,
+                pid=child.pid,
+                reason=f"its proxy thread failed: {type(exc).__name__}: {exc}",
+            )
+            error.__cause__ = exc
+            self.host.lost(slot, error)
         finally:
             _stop(child, self.terminate_grace)
             self._children.pop(slot.id, None)
@@ -389,8 +405,11 @@ class ProcessBackend(Backend):
             child.sent_bytes -= sum(size for _, size in unread)
             unread.clear()
         messages = []
-        while unsent:
-            task = unsent[0]
+        while True:
+            try:
+                task = unsent[0]
+            except IndexError:  # none left, or recalled by another thread since we looked
+                break
             if (
                 task._cancel_requested  # it starts as usual, and ends cancelled at once
                 or task is child.too_big
