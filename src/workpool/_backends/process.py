@@ -401,9 +401,11 @@ class ProcessBackend(Backend):
             self.host.reserve(slot, unsent)
         seen = child.dispatch.seen  # type: ignore[union-attr]  # set once the child started
         unread = child.unread
-        if unread and max(unread)[0] <= seen.value:  # the child has read (and skipped) them
-            child.sent_bytes -= sum(size for _, size in unread)
-            unread.clear()
+        if unread:
+            with child.lock:  # a recall in another thread may add to it
+                if unread and max(unread)[0] <= seen.value:  # the child read (and skipped) them
+                    child.sent_bytes -= sum(size for _, size in unread)
+                    unread.clear()
         messages = []
         while True:
             try:
