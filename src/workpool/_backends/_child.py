@@ -253,15 +253,10 @@ class Frames:
 def _receive_now(fd: int, landing: Any) -> bytes:
     """What is in socket ``fd`` now (b"" at its end), read holding the GIL; BlockingIOError if
     nothing is there yet."""
-    while True:
-        received = _c_recv(fd, landing, len(landing), socket.MSG_DONTWAIT)
-        if received >= 0:
-            return ctypes.string_at(landing, received)
-        error = ctypes.get_errno()
-        if error in (errno.EAGAIN, errno.EWOULDBLOCK):
-            raise BlockingIOError(error, os.strerror(error))
-        if error != errno.EINTR:
-            raise OSError(error, os.strerror(error))
+    received = _at_once(_c_recv, fd, landing, len(landing), socket.MSG_DONTWAIT)
+    if received < 0:
+        raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
+    return ctypes.string_at(landing, received)
 
 
 def send_now(fd: int, data: bytes) -> int:
@@ -269,13 +264,20 @@ def send_now(fd: int, data: bytes) -> int:
     platform lets us; how many bytes went (0 if none could go now)."""
     if _libc is None:
         return 0
+    flags = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
+    return max(0, _at_once(_c_send, fd, data, len(data), flags))
+
+
+def _at_once(call: Any, *args: Any) -> int:
+    """``call`` (a libc send or receive that cannot wait), made again if a signal cut it short;
+    its count of bytes, or -1 if it would have had to wait."""
     while True:
-        sent = _c_send(fd, data, len(data), socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL)
-        if sent >= 0:
-            return int(sent)
+        done = int(call(*args))
+        if done >= 0:
+            return done
         error = ctypes.get_errno()
         if error in (errno.EAGAIN, errno.EWOULDBLOCK):
-            return 0
+            return -1
         if error != errno.EINTR:
             raise OSError(error, os.strerror(error))
 
