@@ -11,12 +11,15 @@ import textwrap
 import threading
 import time
 from concurrent.futures import CancelledError
+from typing import Any
 
 import pytest
 from helpers import assert_accounted, wait_until
 
 import workpool
 from workpool import QueueFull, TaskState, TaskTimeout
+from workpool._backends import thread as thread_backend
+from workpool._backends._parking import Parker
 
 
 def test_timeout_abandons_a_task_that_ignores_its_context() -> None:
@@ -304,3 +307,55 @@ def test_submit_waits_for_a_pool_lock_held_long() -> None:
             lock.release()
         submitter.join(10)
         assert submitted[0].result(timeout=10) == 7
+
+
+class _FailingOnce:
+    """Stands in for a name a worker thread uses: its first call raises, as a bug would."""
+
+    def __init__(self, real: Any, method: str) -> None:
+        self._real, self._method, self.faults = real, method, [RuntimeError("injected")]
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._real, name)
+        if name == self._method and self.faults:
+            raise self.faults.pop()
+        return attribute
+
+
+def test_a_fault_in_a_worker_thread_fails_its_task_and_the_pool_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug of the pool's own in a worker thread's loop, outside the task (here: setting the
+    current task raises), fails the task it holds with WorkerCrashed, logged, instead of
+    leaving it waiting forever; a new worker takes the next tasks."""
+    monkeypatch.setattr(thread_backend, "_current", _FailingOnce(thread_backend._current, "set"))
+    with workpool.Pool(1) as pool:
+        with pytest.raises(workpool.WorkerCrashed, match="its thread failed: RuntimeError"):
+            pool.submit(abs, -1).result(timeout=10)
+        assert [pool.submit(abs, -i).result(timeout=10) for i in range(3)] == [0, 1, 2]
+        assert pool.stats().crashed == 1
+    assert "the thread of worker" in caplog.text
+
+
+def test_a_fault_in_an_idle_worker_thread_loses_no_later_task(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same fault while the worker holds no task (here: its parking raises) fails nothing;
+    the next task gets a new worker."""
+    parked = threading.Event()
+    real_park = Parker.park
+    faults = [RuntimeError("injected")]
+
+    def failing_park(self: Parker, host: Any, slot: Any) -> Any:
+        if faults:
+            parked.set()
+            raise faults.pop()
+        return real_park(self, host, slot)
+
+    monkeypatch.setattr(Parker, "park", failing_park)
+    with workpool.Pool(1) as pool:
+        assert pool.submit(abs, -1).result(timeout=10) == 1
+        assert parked.wait(10)
+        wait_until(lambda: "the thread of worker" in caplog.text)
+        assert [pool.submit(abs, -i).result(timeout=10) for i in range(3)] == [0, 1, 2]
+        assert pool.stats().failed == 0
