@@ -51,7 +51,7 @@ class AsyncTask(Task[T]):
     that awaits it cancels the task (``asyncio.shield(task)`` prevents that).
     """
 
-    __slots__ = ("_aio_waiters", "_loop")
+    __slots__ = ("_aio_waiters", "_loop", "_on_done")
 
     def __init__(
         self,
@@ -64,6 +64,9 @@ class AsyncTask(Task[T]):
         super().__init__(fn, args, kwargs, options, owner)
         self._loop = owner.loop
         self._aio_waiters: list[asyncio.Future[None]] | None = None
+        # Called with the task on the loop once it is resolved: how a map learns of it, for
+        # less than add_done_callback (which builds the Future's threading.Condition).
+        self._on_done: Callable[[AsyncTask[T]], object] | None = None
 
     def _finished(self) -> asyncio.Future[None]:
         """A future of the running loop that resolves once this task is done."""
@@ -85,6 +88,9 @@ class AsyncTask(Task[T]):
         for waiter in waiters or ():
             if not waiter.done():
                 waiter.set_result(None)
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
 
     def __await__(self) -> Generator[Any, None, T]:
         if not self.done():

@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 from ._async_core import AsyncCore, AsyncTask
 from ._engine import Scheduler
@@ -380,20 +380,25 @@ class AsyncMap(AsyncIterator[T]):
         self._options = options
         self._submit_timeout = submit_timeout
         self._items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]] | None = items
+        self._sync = not isinstance(items, AsyncIterator)  # read directly: no generator between
         self._window = window
         self._ordered = ordered
         self._started = False
         self._in_order: deque[AsyncTask[T]] = deque()  # ordered: oldest first
-        self._unordered: set[AsyncTask[T]] = set()
-        self._completed: asyncio.Queue[AsyncTask[T]] = asyncio.Queue()
+        self._unordered: set[AsyncTask[T]] = set()  # unordered: in flight
+        self._completed: deque[AsyncTask[T]] = deque()  # unordered: done, not yet returned
+        self._waiter: asyncio.Future[None] | None = None  # the consumer waits for one to be
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
         items = self._items
         if items is None:
             return False
-        try:  # a sync input is read directly: no async generator in the way
-            args = await items.__anext__() if isinstance(items, AsyncIterator) else next(items)
+        try:
+            if self._sync:
+                args = next(cast("Iterator[tuple[Any, ...]]", items))
+            else:
+                args = await cast("AsyncIterator[tuple[Any, ...]]", items).__anext__()
         except (StopIteration, StopAsyncIteration):
             self._items = None
             return False
@@ -406,7 +411,10 @@ class AsyncMap(AsyncIterator[T]):
             self._in_order.append(task)
         else:
             self._unordered.add(task)
-            task.add_done_callback(self._completed.put_nowait)  # type: ignore[arg-type]  # ours
+            if task.done():
+                self._complete(task)
+            else:
+                task._on_done = self._complete
         return True
 
     async def __anext__(self) -> T:
@@ -426,13 +434,26 @@ class AsyncMap(AsyncIterator[T]):
             else:
                 if not self._unordered:
                     raise StopAsyncIteration
-                task = await self._completed.get()
+                while not self._completed:
+                    self._waiter = self._core.bind().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                task = self._completed.popleft()
                 self._unordered.discard(task)
             await self._feed()  # keep the window full while the consumer works
             return task.result()
         except BaseException:
             self._cancel()
             raise
+
+    def _complete(self, task: AsyncTask[T]) -> None:
+        """Unordered: ``task`` is done; wake the consumer if it waits."""
+        self._completed.append(task)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def aclose(self) -> None:
         """Cancel what is still in flight and read no more input."""
