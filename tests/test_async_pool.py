@@ -630,7 +630,27 @@ def test_map_unordered_yields_in_completion_order(run: Run[None]) -> None:
     run(main())
 
 
-def test_map_reads_input_lazily(run: Run[None]) -> None:
+def test_map_unordered_yields_every_result_once(run: Run[None]) -> None:
+    """An unordered map over more items than its window: each result exactly once, whether
+    its task ends at once or after a wait, and the pool accounts for every task."""
+
+    async def item(i: int) -> int:
+        if i % 3:
+            await asyncio.sleep(0)
+        return i
+
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            out = [x async for x in pool.map(item, range(500), window=7, ordered=False)]
+            assert sorted(out) == list(range(500))
+            await pool.wait()
+            assert pool.stats().succeeded == 500
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_reads_input_lazily(run: Run[None], ordered: bool) -> None:
     """map reads the input only as results are taken: a bounded window ahead."""
 
     async def main() -> None:
@@ -643,7 +663,7 @@ def test_map_reads_input_lazily(run: Run[None]) -> None:
                 yield read
 
         async with AsyncPool(2) as pool:
-            async with pool.map(double, endless(), window=4) as results:
+            async with pool.map(double, endless(), window=4, ordered=ordered) as results:
                 async for value in results:
                     if value >= 20:
                         break
@@ -654,7 +674,8 @@ def test_map_reads_input_lazily(run: Run[None]) -> None:
     run(main())
 
 
-def test_map_error_cancels_the_rest(run: Run[None]) -> None:
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_error_cancels_the_rest(run: Run[None], ordered: bool) -> None:
     """A failing item raises from map, and the tasks still in flight are cancelled."""
 
     async def main() -> None:
@@ -667,7 +688,7 @@ def test_map_error_cancels_the_rest(run: Run[None]) -> None:
 
         async with AsyncPool(3) as pool:
             with pytest.raises(ValueError, match="bad item"):
-                async for _ in pool.map(item, range(10), window=5):
+                async for _ in pool.map(item, range(10), window=5, ordered=ordered):
                     pass
             await pool.wait()
             stats = pool.stats()
