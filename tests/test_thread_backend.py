@@ -274,9 +274,10 @@ def test_initializer_failing_in_a_later_worker_still_shuts_down() -> None:
     first = pool.submit(abs, -1)
     assert first.result(timeout=10) == 1
     wait_until(lambda: pool.stats().idle == 1)
+    pool.submit(barrier.wait)  # wakes the first worker, or fails with the pool
     pool.submit(barrier.wait)  # starts the second worker, whose initializer fails
-    pool.submit(barrier.wait)
     wait_until(lambda: pool._core.broken_error is not None)
+    barrier.abort()  # if the first worker took a task before the pool broke, it ends now
     assert pool.shutdown(timeout=10).completed
 
 
