@@ -541,6 +541,24 @@ def test_the_longer_tasks_run_the_fewer_are_reserved(ran: float, depth: int) -> 
     assert s.reserve(slot) == tasks[2 : 2 + depth]
 
 
+def test_a_maps_batch_is_reserved_only_alone() -> None:
+    """A map's batch runs long by design: a worker holds one ahead at most, never behind
+    others, and the batches it leaves keep their place in the queue."""
+    s, slot, tasks = busy_engine(queued=4)
+    for task in tasks[2:]:
+        task._batch = True
+    assert s.reserve(slot) == [tasks[1]]  # not the batch behind it
+    s.complete(slot, tasks[0], None, 0.0)
+    assert s.take(slot, 0.0) is tasks[1]
+    assert s.reserve(slot) == [tasks[2]]
+    assert s.reserve(slot) == []  # one held already
+    assert list(s._queue) == tasks[3:] and accounted(s)
+    s, slot, tasks = busy_engine(queued=3)
+    tasks[1]._batch = True
+    assert s.reserve(slot) == [tasks[1]]  # and nothing behind it
+    assert list(s._queue) == tasks[2:] and accounted(s)
+
+
 def test_reserve_leaves_the_tasks_woken_workers_come_for() -> None:
     """No reservation of a task that a starting worker is coming for."""
     s, slot, _ = busy_engine(workers=2, queued=1)  # the second worker is starting for it

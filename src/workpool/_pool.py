@@ -227,6 +227,7 @@ class Pool(Executor):
 
         def submit_batch(items: list[Any]) -> Task[Batch]:
             task = Task(run_batch, (fn, items, star), {}, batch_options, core)
+            task._batch = True
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 

@@ -93,6 +93,7 @@ class Task(Future[T], Generic[T]):
     _expired = False
     _deadline: float | None = None
     _started_at = 0.0
+    _batch = False  # a map's batch of items: long by design (see Scheduler.reserve)
 
     def __init__(
         self,

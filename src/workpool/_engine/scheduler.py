@@ -227,8 +227,7 @@ class Scheduler:
 
         Only a worker whose last task was short gets any: up to ``AHEAD_MAX`` for tasks of a few
         microseconds, fewer as they run longer (about ``AHEAD_SECONDS`` of work), one from a
-        millisecond or so; a map's batches alike, so that a worker process never waits for the
-        parent between two short batches. It is topped up in bursts, once half
+        millisecond or so, and a map's batch only alone. It is topped up in bursts, once half
         of what it holds has started, and only with tasks that no idle or woken worker is
         coming for. They stay QUEUED until ``take`` starts them, in order; until then
         ``unreserve`` can put them back (for a cancel, a pause, or an idle worker that would
@@ -263,9 +262,16 @@ class Scheduler:
             task = pop()
             if task is None:
                 break
+            if task._batch and (held or tasks):
+                # A map's batch runs long by design: one ahead keeps its worker busy, and
+                # more would take them from the other workers.
+                self._queue.push_back([task])
+                break
             task.worker = slot
             tasks.append(task)
             room -= 1
+            if task._batch:
+                break  # nor anything behind it
         if tasks:
             self.queued -= len(tasks)
             self.reserved += len(tasks)
