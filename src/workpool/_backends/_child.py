@@ -51,6 +51,10 @@ if sys.platform == "linux":
 else:
     _libc = None
 
+# Plain ints: socket's flags are enum members, and or-ing two of those is a Python call.
+_DONTWAIT = int(getattr(socket, "MSG_DONTWAIT", 0))
+_SEND_NOW = _DONTWAIT | int(getattr(socket, "MSG_NOSIGNAL", 0))
+
 READY = b"ready"
 STOP = b""
 
@@ -191,7 +195,7 @@ class Frames:
             if timeout is not None and not self._poll(timeout):
                 return None
             return self._conn.recv_bytes()
-        flags = 0 if timeout is None else socket.MSG_DONTWAIT
+        flags = 0 if timeout is None else _DONTWAIT
         while True:
             message = self._take()
             if message is not None:
@@ -253,7 +257,7 @@ class Frames:
 def _receive_now(fd: int, landing: Any) -> bytes:
     """What is in socket ``fd`` now (b"" at its end), read holding the GIL; BlockingIOError if
     nothing is there yet."""
-    received = _at_once(_c_recv, fd, landing, len(landing), socket.MSG_DONTWAIT)
+    received = _at_once(_c_recv, fd, landing, len(landing), _DONTWAIT)
     if received < 0:
         raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
     return ctypes.string_at(landing, received)
@@ -264,8 +268,7 @@ def send_now(fd: int, data: bytes) -> int:
     platform lets us; how many bytes went (0 if none could go now)."""
     if _libc is None:
         return 0
-    flags = socket.MSG_DONTWAIT | socket.MSG_NOSIGNAL
-    return max(0, _at_once(_c_send, fd, data, len(data), flags))
+    return max(0, _at_once(_c_send, fd, data, len(data), _SEND_NOW))
 
 
 def _at_once(call: Any, *args: Any) -> int:

@@ -364,8 +364,10 @@ class ProcessBackend(Backend):
             return host.done(slot, task, None, CancelledError())
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
-        with contextlib.suppress(OSError):  # it died: the replies it sent come first, then EOF
+        try:  # noqa: SIM105  # contextlib.suppress costs two Python calls a task
             _send(child.conn, payload, self._ahead(slot, child))
+        except OSError:
+            pass  # it died: the replies it sent come first, then EOF
         del payload
         try:
             reply = self._receive(child)

@@ -20,11 +20,12 @@ Inject = Callable[[], dict[str, str]]
 
 _carriers: weakref.WeakKeyDictionary[Task[Any], Inject] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # WeakKeyDictionary is not safe against concurrent writers
+_tracing = False  # whether a tracer ever set a carrier (cheaper to test than the dict's length)
 
 
 def trace_carrier(task: Task[Any]) -> dict[str, str] | None:
     """The trace context to run ``task`` under, or None if no tracer saw it."""
-    if not _carriers:  # no tracer at work: spare every task the lock and a weak reference
+    if not _tracing:  # no tracer at work: spare every task the lock and a weak reference
         return None
     with _lock:
         inject = _carriers.get(task)
@@ -33,7 +34,7 @@ def trace_carrier(task: Task[Any]) -> dict[str, str] | None:
 
 def is_traced(task: Task[Any]) -> bool:
     """Whether a tracer follows ``task`` (without writing its carrier)."""
-    if not _carriers:
+    if not _tracing:
         return False
     with _lock:
         return task in _carriers
@@ -45,5 +46,7 @@ def set_trace_carrier(task: Task[Any], inject: Inject) -> None:
     Call it when the task is submitted (``task_submitted``), then at each attempt's start: a
     process pool sends a task that has none yet ahead of its start, before any attempt exists.
     """
+    global _tracing
     with _lock:
         _carriers[task] = inject
+        _tracing = True
