@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextlib
+import gc
 import signal
 import sys
 import threading
@@ -645,6 +646,54 @@ def test_map_unordered_yields_every_result_once(run: Run[None]) -> None:
             assert sorted(out) == list(range(500))
             await pool.wait()
             assert pool.stats().succeeded == 500
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_dropped_map_cancels_what_is_in_flight(run: Run[None], ordered: bool) -> None:
+    """Leaving the loop without aclose() or ``async with``: once the map is dropped, the tasks
+    it still had in flight are cancelled (their hooks must not keep the map alive)."""
+
+    async def main() -> None:
+        never = asyncio.Event()
+
+        async def item(i: int) -> int:
+            if i:
+                await never.wait()
+            return i
+
+        async with AsyncPool(4) as pool:
+            async for _ in pool.map(item, range(100), window=4, ordered=ordered):
+                break
+            gc.collect()
+            assert await pool.wait(timeout=10)
+            stats = pool.stats()
+            assert (stats.succeeded, stats.cancelled) == (1, 4)
+
+    run(main())
+
+
+def test_a_map_has_one_consumer_at_a_time(run: Run[None]) -> None:
+    """A second coroutine iterating the same map while the first waits in it gets a clear
+    error; the first goes on."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+
+        async def item(i: int) -> int:
+            await release.wait()
+            return i
+
+        async with AsyncPool(2) as pool:
+            results = pool.map(item, range(2), ordered=False)
+            first = asyncio.ensure_future(results.__anext__())
+            await asyncio.sleep(0)  # the first consumer now waits inside the map
+            with pytest.raises(RuntimeError, match="one consumer at a time"):
+                await results.__anext__()
+            release.set()
+            assert await first in (0, 1)
+            assert [x async for x in results] in ([0], [1])
 
     run(main())
 

@@ -20,6 +20,7 @@ import workpool
 from workpool import QueueFull, TaskState, TaskTimeout
 from workpool._backends import thread as thread_backend
 from workpool._backends._parking import Parker
+from workpool._core import PoolCore
 
 
 def test_timeout_abandons_a_task_that_ignores_its_context() -> None:
@@ -360,3 +361,33 @@ def test_a_fault_in_an_idle_worker_thread_loses_no_later_task(
         wait_until(lambda: "the thread of worker" in caplog.text)
         assert [pool.submit(abs, -i).result(timeout=10) for i in range(3)] == [0, 1, 2]
         assert pool.stats().failed == 0
+
+
+def test_a_fault_after_a_task_is_counted_still_resolves_it(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A fault of the pool's own after a task was counted done (here: starting the worker that
+    replaces a recycled one raises) still resolves that task: its result() returns instead of
+    waiting forever."""
+    real_dispatch = PoolCore._dispatch
+    faults = [RuntimeError("injected")]
+
+    def failing_dispatch(self: PoolCore, wakeups: Any) -> None:
+        if faults and threading.current_thread().name.startswith("workpool-"):
+            raise faults.pop()
+        real_dispatch(self, wakeups)
+
+    monkeypatch.setattr(PoolCore, "_dispatch", failing_dispatch)
+    pool = workpool.Pool(1, max_tasks_per_worker=1)
+    gate = threading.Event()
+    first = pool.submit(gate.wait, 10)
+    first.add_done_callback(lambda _: None)  # watched: resolved after the lock, not under it
+    second = pool.submit(abs, -2)  # queued: the worker that replaces the first one runs it
+    gate.set()
+    try:
+        assert first.result(timeout=10) is True
+        wait_until(lambda: "the thread of worker" in caplog.text)
+        assert not faults
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # the second waits for a lost wake-up
+    assert second.cancelled()

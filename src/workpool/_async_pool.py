@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Generic, ParamSpec, TypeVar, cast
 
 from ._async_core import AsyncCore, AsyncTask
 from ._engine import Scheduler
@@ -386,8 +386,8 @@ class AsyncMap(AsyncIterator[T]):
         self._started = False
         self._in_order: deque[AsyncTask[T]] = deque()  # ordered: oldest first
         self._unordered: set[AsyncTask[T]] = set()  # unordered: in flight
-        self._completed: deque[AsyncTask[T]] = deque()  # unordered: done, not yet returned
-        self._waiter: asyncio.Future[None] | None = None  # the consumer waits for one to be
+        self._inbox: _Inbox[T] = _Inbox()  # unordered: where they report that they are done
+        self._busy = False  # a consumer is in __anext__
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
@@ -412,12 +412,15 @@ class AsyncMap(AsyncIterator[T]):
         else:
             self._unordered.add(task)
             if task.done():
-                self._complete(task)
+                self._inbox(task)
             else:
-                task._on_done = self._complete
+                task._on_done = self._inbox
         return True
 
     async def __anext__(self) -> T:
+        if self._busy:
+            raise RuntimeError("this map is already being iterated: one consumer at a time")
+        self._busy = True
         try:
             if not self._started:
                 self._started = True
@@ -434,26 +437,22 @@ class AsyncMap(AsyncIterator[T]):
             else:
                 if not self._unordered:
                     raise StopAsyncIteration
-                while not self._completed:
-                    self._waiter = self._core.bind().create_future()
+                inbox = self._inbox
+                while not inbox.done:
+                    inbox.waiter = self._core.bind().create_future()
                     try:
-                        await self._waiter
+                        await inbox.waiter
                     finally:
-                        self._waiter = None
-                task = self._completed.popleft()
+                        inbox.waiter = None
+                task = inbox.done.popleft()
                 self._unordered.discard(task)
             await self._feed()  # keep the window full while the consumer works
             return task.result()
         except BaseException:
             self._cancel()
             raise
-
-    def _complete(self, task: AsyncTask[T]) -> None:
-        """Unordered: ``task`` is done; wake the consumer if it waits."""
-        self._completed.append(task)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        finally:
+            self._busy = False
 
     async def aclose(self) -> None:
         """Cancel what is still in flight and read no more input."""
@@ -475,6 +474,26 @@ class AsyncMap(AsyncIterator[T]):
     def __del__(self) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more anyway
             self._cancel()
+
+
+class _Inbox(Generic[T]):
+    """Where the tasks of an unordered map report that they are done (called on the loop).
+
+    It holds no reference to its map, so that a map dropped with tasks in flight is collected,
+    which cancels them.
+    """
+
+    __slots__ = ("done", "waiter")
+
+    def __init__(self) -> None:
+        self.done: deque[AsyncTask[T]] = deque()  # done, not yet returned
+        self.waiter: asyncio.Future[None] | None = None  # the consumer waits for one to be
+
+    def __call__(self, task: AsyncTask[T]) -> None:
+        self.done.append(task)
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 def _zip(

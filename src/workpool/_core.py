@@ -270,14 +270,16 @@ class PoolCore:
                 else:
                     self._resolving.append(task)
             wakeups = self._after_take()
-        if wakeups:
-            self._dispatch(wakeups)
-        if handed:
-            self._conclude_all(handed)
-        if final:
-            self._settle(task, outcome, value, error)
-        elif outcome is _RETRY and self.observers:
-            emit(self.observers, "task_retried", task, error)
+        try:
+            if wakeups:
+                self._dispatch(wakeups)
+            if handed:
+                self._conclude_all(handed)
+        finally:  # counted final under the lock: it must be resolved, whatever failed here
+            if final:
+                self._settle(task, outcome, value, error)
+            elif outcome is _RETRY and self.observers:
+                emit(self.observers, "task_retried", task, error)
         if self.observers:
             announce(self.observers, slot.id, next_task)
         return next_task
