@@ -175,6 +175,9 @@ THREADS = [
     ),
 ]
 
+SELF_BATCHING = {"workpool.map", "multiprocessing.Pool.map", "mpire.map", "joblib (loky)"}
+"""Process maps that cut their input into batches with no chunk size given."""
+
 PROCESSES = [
     Contender(
         "workpool",

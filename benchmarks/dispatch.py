@@ -1,7 +1,9 @@
 """Dispatch, latency and start-up: what the pool itself costs, measured with no-op tasks.
 
 - dispatch: submit ``n`` no-ops then collect every result, and ``map`` over ``n`` items, on a
-  pool that is already warm; microseconds per task.
+  pool that is already warm; microseconds per task. On processes, the maps that batch by
+  themselves also run over ``process_map`` items (the issue's 100,000), where a map's start
+  (its probe, its first batches) weighs less.
 - latency: one task at a time, submit then wait; microseconds per round trip.
 - startup: create an empty pool of two workers and shut it down; milliseconds.
 """
@@ -12,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .contenders import PROCESSES, THREADS, Contender, MapFn
+from .contenders import PROCESSES, SELF_BATCHING, THREADS, Contender, MapFn
 from .harness import Case, Sizes, skipped
 from .tasks import noop
 
@@ -93,6 +95,15 @@ def dispatch(sizes: Sizes) -> list[Case]:
         group = f"{kind}: map over {n:,} no-ops"
         for c in table:
             for label, map_fn in c.maps.items():
+                run = _map_all(c, map_fn, sizes.workers, n)
+                cases.append(_case("dispatch", group, label, "us/task", c, run))
+    # The issue's size, for the maps that batch items by themselves (the others send each item
+    # alone: 50 to 160 us an item, minutes at this size, and the table above has them).
+    n = sizes.process_map
+    group = f"processes: map over {n:,} no-ops, the maps that batch by themselves"
+    for c in PROCESSES:
+        for label, map_fn in c.maps.items():
+            if label in SELF_BATCHING:
                 run = _map_all(c, map_fn, sizes.workers, n)
                 cases.append(_case("dispatch", group, label, "us/task", c, run))
     return cases

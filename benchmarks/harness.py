@@ -28,6 +28,7 @@ class Sizes:
 
     dispatch: int = 100_000
     process_dispatch: int = 10_000
+    process_map: int = 100_000
     latency: int = 2_000
     io_tasks: int = 2_000
     io_threads: int = 64
@@ -44,7 +45,8 @@ class Sizes:
 
     def scaled(self, factor: float) -> Sizes:
         """These sizes with every task count multiplied by ``factor`` (at least one of each)."""
-        counts: tuple[str, ...] = ("dispatch", "process_dispatch", "latency", "io_tasks")
+        counts: tuple[str, ...] = ("dispatch", "process_dispatch", "process_map", "latency")
+        counts += ("io_tasks",)
         counts += ("cpu_tasks", "memory_items", "memory_slow_items", "startups")
         changes = {name: max(1, round(getattr(self, name) * factor)) for name in counts}
         return dataclasses.replace(self, **changes)
@@ -54,6 +56,7 @@ class Sizes:
         return cls(
             dispatch=500,
             process_dispatch=200,
+            process_map=1_000,
             latency=50,
             io_tasks=64,
             io_threads=16,
