@@ -553,8 +553,9 @@ def test_autoscale_grows_with_work_and_retires_idle(
     pool = make_pool(min_workers=1, max_workers=4, idle_timeout=0.05)
     barrier = manager.Barrier(4, timeout=10)
     tasks = [pool.submit(barrier.wait) for _ in range(4)]  # only completes with 4 workers
-    assert all(t.exception(timeout=10) is None for t in tasks)
-    assert pool.stats().workers == 4
+    assert all(t.exception(timeout=10) is None for t in tasks)  # so 4 ran at once
+    # (Not stats().workers == 4 here: idle for 50 ms, as a busy machine may keep this thread,
+    # the extra workers have already retired.)
     wait_until(lambda: pool.stats().workers == 1)
 
 
