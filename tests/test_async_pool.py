@@ -858,6 +858,27 @@ def test_autoscaling_grows_then_retires_idle_workers(run: Run[None]) -> None:
     run(main())
 
 
+def test_cancelling_a_retry_in_its_backoff_lets_a_closing_pool_finish(run: Run[None]) -> None:
+    """A closing pool keeps its idle workers while a retry waits out its backoff; cancelling
+    that retry must let them retire, or shutdown() would wait forever."""
+
+    async def fails() -> None:
+        raise ValueError("first attempt")
+
+    async def main() -> None:
+        pool = AsyncPool(1)
+        policy = RetryPolicy(base_delay=60.0, jitter=0.0)
+        task = await pool.options(retries=1, retry=policy).submit(fails)
+        await until(lambda: pool.stats().delayed == 1)
+        closing = asyncio.ensure_future(pool.shutdown())
+        await until(lambda: pool.stats().closed)
+        assert task.cancel()
+        report = await asyncio.wait_for(closing, 30)
+        assert report.completed
+
+    run(main())
+
+
 def test_rate_limit_spaces_task_starts(run: Run[None]) -> None:
     """rate_limit=(n, period) starts at most n tasks per period (a burst of n, then spaced)."""
 

@@ -406,6 +406,22 @@ def test_retry_with_backoff_runs_later(make_pool: MakePool, manager: SyncManager
     assert task.result(timeout=10) == 2
 
 
+def test_cancelling_a_retry_in_its_backoff_lets_a_closing_pool_finish(make_pool: MakePool) -> None:
+    """A closing pool keeps its idle workers while a retry waits out its backoff; cancelling
+    that retry must let them retire, or shutdown() would wait forever."""
+    pool = make_pool(1)
+    policy = RetryPolicy(base_delay=60.0, jitter=0)
+    task = pool.options(retries=1, retry=policy).submit(fail, "first attempt")
+    wait_until(lambda: pool.stats().delayed == 1)
+    reports: list[workpool.ShutdownReport] = []
+    closer = threading.Thread(target=lambda: reports.append(pool.shutdown(timeout=30)))
+    closer.start()
+    wait_until(lambda: pool.stats().closed)
+    assert task.cancel()
+    closer.join(30)
+    assert reports and reports[0].completed
+
+
 class _Counter:
     """Counts calls across processes (the attempts of one task run one after another)."""
 

@@ -215,6 +215,7 @@ class AsyncCore:
             return False
         verdict = self.engine.cancel(task)
         slot = task.worker
+        self._act()
         if verdict:
             self._notify_space()
             self._settle(task, _CANCELLED, None, None)

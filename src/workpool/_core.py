@@ -126,6 +126,9 @@ class PoolCore:
                 self._resolving.append(task)
                 if self._space_waiters:
                     self._condition("not_full").notify()
+            wakeups = self._take_wakeups()
+        if wakeups:
+            self._dispatch(wakeups)
         if verdict:
             self._settle(task, _CANCELLED, None, None)
             return True

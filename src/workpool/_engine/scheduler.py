@@ -141,6 +141,9 @@ class Scheduler:
             else:
                 self.queued -= 1
             self._finish(task, Outcome.CANCELLED)
+            if self.closed and not self.queued and not self.delayed:
+                while self._idle:  # they waited for it (a retry's backoff): now they retire
+                    self._wake(self._idle.pop())
             return True
         if state is _RUNNING or state is _QUEUED:  # running, or reserved: its worker has it
             task._cancel_requested = True
