@@ -650,6 +650,10 @@ def test_map_unordered_yields_every_result_once(run: Run[None]) -> None:
     run(main())
 
 
+async def anext_all(results: AsyncIterator[T]) -> list[T]:
+    return [x async for x in results]
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_a_dropped_map_cancels_what_is_in_flight(run: Run[None], ordered: bool) -> None:
     """Leaving the loop without aclose() or ``async with``: once the map is dropped, the tasks
@@ -670,6 +674,63 @@ def test_a_dropped_map_cancels_what_is_in_flight(run: Run[None], ordered: bool) 
             assert await pool.wait(timeout=10)
             stats = pool.stats()
             assert (stats.succeeded, stats.cancelled) == (1, 4)
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_map_closed_by_another_coroutine_ends_its_consumer(run: Run[None], ordered: bool) -> None:
+    """aclose() from another coroutine while the consumer waits in the map: the consumer's
+    loop ends at once, even when the task it waits for ignores its cancellation."""
+
+    async def main() -> None:
+        started, release = asyncio.Event(), asyncio.Event()
+
+        async def stubborn(i: int) -> int:
+            started.set()
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await release.wait()
+            return i
+
+        async with AsyncPool(2) as pool:
+            results = pool.map(stubborn, range(4), ordered=ordered)
+            consumer = asyncio.ensure_future(anext_all(results))
+            await started.wait()
+            await asyncio.sleep(0)  # the consumer waits in the map now
+            await results.aclose()
+            assert await asyncio.wait_for(consumer, 10) == []
+            release.set()
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_map_closed_while_it_reads_its_input_submits_nothing_more(
+    run: Run[None], ordered: bool
+) -> None:
+    """aclose() while the map awaits its async input: the item it then gets is not submitted,
+    so nothing comes after the close, in or out of order."""
+
+    async def main() -> None:
+        asked, give = asyncio.Event(), asyncio.Event()
+
+        async def numbers() -> AsyncIterator[int]:
+            yield 0
+            asked.set()
+            await give.wait()
+            yield 1
+
+        async with AsyncPool(2) as pool:
+            results = pool.map(double, numbers(), window=1, ordered=ordered)
+            first = asyncio.ensure_future(results.__anext__())
+            await asked.wait()  # the consumer reads the next item, to keep the window full
+            await results.aclose()
+            give.set()
+            assert await first == 0
+            assert [x async for x in results] == []
+            await pool.wait()
+            assert pool.stats().submitted == 1
 
     run(main())
 
@@ -875,6 +936,21 @@ def test_cancelling_a_retry_in_its_backoff_lets_a_closing_pool_finish(run: Run[N
         assert task.cancel()
         report = await asyncio.wait_for(closing, 30)
         assert report.completed
+
+    run(main())
+
+
+def test_a_task_submitted_by_a_done_callback_runs(run: Run[None]) -> None:
+    """A done-callback that submits a task wakes the worker that has just finished (it had not
+    parked yet): the wake-up must not be lost."""
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            follow_ups: list[workpool.Task[int]] = []
+            first = await pool.submit(double, 1)
+            first.add_done_callback(lambda _: follow_ups.append(pool.try_submit(double, 2)))
+            assert await first == 2
+            assert await asyncio.wait_for(follow_ups[0], 10) == 4
 
     run(main())
 

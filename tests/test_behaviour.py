@@ -422,6 +422,44 @@ def test_cancelling_a_retry_in_its_backoff_lets_a_closing_pool_finish(make_pool:
     assert reports and reports[0].completed
 
 
+def test_a_retry_due_after_shutdown_began_lets_every_worker_retire(
+    make_pool: MakePool, manager: SyncManager
+) -> None:
+    """Idle workers of a closing pool wait while a retry is due; once it has run, the worker
+    that ran it retires and so must every other idle one, or shutdown() waits forever."""
+    pool = make_pool(2)
+    barrier = manager.Barrier(2, timeout=10)
+    both = [pool.submit(barrier.wait) for _ in range(2)]  # two workers, now idle
+    assert all(t.exception(timeout=10) is None for t in both)
+    counter = _Counter(manager)
+    policy = RetryPolicy(base_delay=0.2, jitter=0)
+    task = pool.options(retries=1, retry=policy).submit(counter.fail_until, 2)
+    wait_until(lambda: pool.stats().delayed == 1)
+    assert pool.shutdown(timeout=30).completed
+    assert task.result(timeout=0) == 2
+
+
+def test_pause_and_resume_while_a_pool_drains_still_let_it_finish(
+    make_pool: MakePool, manager: SyncManager
+) -> None:
+    """A worker that parks while a closing pool is paused is woken by resume() to retire."""
+    pool = make_pool(1)
+    gate = manager.Event()
+    task = pool.submit(gate.wait, 10)
+    wait_until(lambda: pool.stats().busy == 1)  # running: a pause does not hold it back
+    reports: list[workpool.ShutdownReport] = []
+    closer = threading.Thread(target=lambda: reports.append(pool.shutdown(timeout=30)))
+    closer.start()
+    wait_until(lambda: pool.stats().closed)
+    pool.pause()
+    gate.set()
+    assert task.result(timeout=10) is True
+    wait_until(lambda: pool.stats().idle == 1)  # parked: paused
+    pool.resume()
+    closer.join(30)
+    assert reports and reports[0].completed
+
+
 class _Counter:
     """Counts calls across processes (the attempts of one task run one after another)."""
 

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
-from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, WorkerSlot
+from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import QueueFull, TaskTimeout
 from ._events import Observer, announce, emit
 from ._options import TaskOptions
@@ -332,6 +332,10 @@ class AsyncCore:
         return self._done(slot, task, value, error)
 
     async def _park(self, slot: WorkerSlot, worker: _Worker) -> Next:
+        if slot.state is SlotState.WOKEN:
+            # Woken after it finished its last task but before it came here (a done-callback
+            # submitted a task): that wake-up found no park future to resolve.
+            return self._take(slot)
         loop = self.loop
         assert loop is not None
         park = worker.park = loop.create_future()

@@ -388,6 +388,8 @@ class AsyncMap(AsyncIterator[T]):
         self._unordered: set[AsyncTask[T]] = set()  # unordered: in flight
         self._inbox: _Inbox[T] = _Inbox()  # unordered: where they report that they are done
         self._busy = False  # a consumer is in __anext__
+        self._closed = False  # aclose(), an error or the consumer leaving: no more results
+        self._waiting: asyncio.Future[None] | None = None  # ordered: what the consumer awaits
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
@@ -403,9 +405,11 @@ class AsyncMap(AsyncIterator[T]):
             self._items = None
             return False
         core = self._core
-        task: AsyncTask[T] = AsyncTask(self._fn, args, {}, self._options, core.bound())
         if core.engine.full:
             await core.wait_for_room(self._submit_timeout)
+        if self._closed:  # by another coroutine while this one waited for the item or room
+            return False
+        task: AsyncTask[T] = AsyncTask(self._fn, args, {}, self._options, core.bound())
         core.submit_nowait(task)
         if self._ordered:
             self._in_order.append(task)
@@ -432,7 +436,14 @@ class AsyncMap(AsyncIterator[T]):
                     raise StopAsyncIteration
                 task = self._in_order[0]
                 if not task.done():
-                    await task._finished()  # a private future: cancelling it leaves the task
+                    # A private future: cancelling it leaves the task; aclose() resolves it.
+                    self._waiting = task._finished()
+                    try:
+                        await self._waiting
+                    finally:
+                        self._waiting = None
+                    if self._closed:
+                        raise StopAsyncIteration
                 self._in_order.popleft()
             else:
                 if not self._unordered:
@@ -444,6 +455,8 @@ class AsyncMap(AsyncIterator[T]):
                         await inbox.waiter
                     finally:
                         inbox.waiter = None
+                    if self._closed:
+                        raise StopAsyncIteration
                 task = inbox.done.popleft()
                 self._unordered.discard(task)
             await self._feed()  # keep the window full while the consumer works
@@ -455,7 +468,8 @@ class AsyncMap(AsyncIterator[T]):
             self._busy = False
 
     async def aclose(self) -> None:
-        """Cancel what is still in flight and read no more input."""
+        """Cancel what is still in flight and read no more input. A consumer waiting in the map
+        meanwhile (in another coroutine) stops: its loop ends."""
         self._cancel()
 
     async def __aenter__(self) -> AsyncMap[T]:
@@ -466,6 +480,10 @@ class AsyncMap(AsyncIterator[T]):
 
     def _cancel(self) -> None:
         self._items = None
+        self._closed = True
+        for waiter in (self._waiting, self._inbox.waiter):
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         while self._in_order:
             self._in_order.pop().cancel()
         while self._unordered:

@@ -142,8 +142,7 @@ class Scheduler:
                 self.queued -= 1
             self._finish(task, Outcome.CANCELLED)
             if self.closed and not self.queued and not self.delayed:
-                while self._idle:  # they waited for it (a retry's backoff): now they retire
-                    self._wake(self._idle.pop())
+                self._wake_idle()  # they waited for it (a retry's backoff): now they retire
             return True
         if state is _RUNNING or state is _QUEUED:  # running, or reserved: its worker has it
             task._cancel_requested = True
@@ -164,14 +163,15 @@ class Scheduler:
 
     def resume(self) -> None:
         self.paused = False
+        if self.closed:
+            self._wake_idle()  # those that parked while paused: to drain the queue, or retire
         self._refill()
 
     def close(self) -> None:
         """Accept nothing more; idle workers are woken to drain the queue or retire."""
         self.closed = True
         self.paused = False
-        while self._idle:
-            self._wake(self._idle.pop())
+        self._wake_idle()
         self._refill()
 
     # -- events from workers ------------------------------------------------------------------
@@ -201,6 +201,7 @@ class Scheduler:
                 self._start(slot, task, now)
                 return task
             if self.closed and not self.delayed:
+                self._wake_idle()  # any that parked while a retry was due retire too
                 return self._retire(slot)
         slot.state = _IDLE
         self._idle.append(slot)
@@ -523,6 +524,11 @@ class Scheduler:
         if self._rate_due is None or due < self._rate_due:
             self._rate_due = due
             self.timer_dirty = True
+
+    def _wake_idle(self) -> None:
+        """Wake every idle worker (a closed pool's: to drain the queue, or retire)."""
+        while self._idle:
+            self._wake(self._idle.pop())
 
     def _wake(self, slot: WorkerSlot) -> None:
         slot.state = _WOKEN
