@@ -841,7 +841,7 @@ def test_a_fault_in_the_proxy_fails_its_task_and_the_pool_goes_on(
     with pytest.raises(workpool.WorkerCrashed, match="proxy thread failed: RuntimeError"):
         pool.submit(abs, -1).result(timeout=30)
     assert [pool.submit(abs, -i).result(timeout=30) for i in range(3)] == [0, 1, 2]
-    assert "the proxy of worker" in caplog.text
+    assert "the proxy thread of worker" in caplog.text
     assert pool.stats().crashed == 1
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Protocol
 
 from .._engine import Directive, Next, WorkerSlot
+from .._errors import WorkerCrashed
+from .._events import logger
 from .._task import Task
 
 Interruption = Literal["timeout", "cancel"]
@@ -99,6 +101,27 @@ class Backend(ABC):
         reserve have nothing to take back.
         """
         return False
+
+    def failed(
+        self,
+        slot: WorkerSlot,
+        fault: Exception,
+        what: str,
+        task: Task[Any] | None,
+        pid: int | None = None,
+    ) -> None:
+        """A fault of the pool's own (not a task's: those are its result) ended the ``what``
+        serving ``slot``: log it and fail the task it held as if the worker had died (its retry
+        policy applies), so that nothing waits for it forever; the pool starts another worker.
+        """
+        logger.exception("workpool: the %s of worker %s failed", what, slot.id)
+        error = WorkerCrashed(
+            None if task is None else task.id,
+            pid=pid,
+            reason=f"its {what} failed: {type(fault).__name__}: {fault}",
+        )
+        error.__cause__ = fault
+        self.host.lost(slot, error)
 
     @abstractmethod
     def join(self, timeout: float | None) -> bool:

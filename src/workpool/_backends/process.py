@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import itertools
 import json
-import logging
 import multiprocessing
 import multiprocessing.util
 import os
@@ -60,8 +59,6 @@ _RECALL_WAIT = 0.1
 """How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
 
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
-
-logger = logging.getLogger("workpool")
 
 
 class RemoteTraceback(Exception):
@@ -248,19 +245,8 @@ class ProcessBackend(Backend):
         try:
             if self._boot(slot, child):
                 self._serve(slot, child)
-        except Exception as exc:
-            # A fault of the pool's own, not of a task: fail the worker's task as if the child
-            # had died (its policy may retry it), so that nothing waits for it forever; the
-            # pool starts another worker.
-            logger.exception("workpool: the proxy of worker %s failed", slot.id)
-            task = child.current or slot.task
-            error = WorkerCrashed(
-                None if task is None else task.id,
-                pid=child.pid,
-                reason=f"its proxy thread failed: {type(exc).__name__}: {exc}",
-            )
-            error.__cause__ = exc
-            self.host.lost(slot, error)
+        except Exception as fault:  # the pool's own, not a task's
+            self.failed(slot, fault, "proxy thread", child.current or slot.task, child.pid)
         finally:
             _stop(child, self.terminate_grace)
             self._children.pop(slot.id, None)

@@ -19,8 +19,6 @@ import time
 from typing import Any
 
 from .._engine import RETIRE, WorkerSlot
-from .._errors import WorkerCrashed
-from .._events import logger
 from .._task import Task, _current
 from ._parking import Parker
 from .base import Backend, Interruption
@@ -100,17 +98,7 @@ class ThreadBackend(Backend):
                 _current.reset(token)
                 task = host.done(slot, task, value, error)
                 del value, error  # drop references before parking
-        except Exception as exc:
-            # A fault of the pool's own, not of a task (a task's exceptions are its result):
-            # fail the task this worker holds, as if the worker had died, so that nothing
-            # waits for it forever; the pool starts another worker when work waits.
-            logger.exception("workpool: the thread of worker %s failed", slot.id)
-            held = slot.task
-            lost = WorkerCrashed(
-                None if held is None else held.id,
-                reason=f"its thread failed: {type(exc).__name__}: {exc}",
-            )
-            lost.__cause__ = exc
-            host.lost(slot, lost)
+        except Exception as fault:  # the pool's own: the task's are caught around its call
+            self.failed(slot, fault, "thread", slot.task)
         finally:
             self._threads.pop(slot.id, None)
