@@ -141,8 +141,7 @@ class Scheduler:
             else:
                 self.queued -= 1
             self._finish(task, Outcome.CANCELLED)
-            if self.closed and not self.queued and not self.delayed:
-                self._wake_idle()  # they waited for it (a retry's backoff): now they retire
+            self._refill()  # a closing pool's idle workers may have waited for it
             return True
         if state is _RUNNING or state is _QUEUED:  # running, or reserved: its worker has it
             task._cancel_requested = True
@@ -163,8 +162,6 @@ class Scheduler:
 
     def resume(self) -> None:
         self.paused = False
-        if self.closed:
-            self._wake_idle()  # those that parked while paused: to drain the queue, or retire
         self._refill()
 
     def close(self) -> None:
@@ -201,7 +198,6 @@ class Scheduler:
                 self._start(slot, task, now)
                 return task
             if self.closed and not self.delayed:
-                self._wake_idle()  # any that parked while a retry was due retire too
                 return self._retire(slot)
         slot.state = _IDLE
         self._idle.append(slot)
@@ -491,8 +487,13 @@ class Scheduler:
             self._refill()  # else every worker is busy: the first one done takes it
 
     def _refill(self) -> None:
-        """Wake idle workers, then start new ones, until every ready task has one coming."""
+        """Wake idle workers, then start new ones, until every ready task has one coming; and
+        once a closed pool has nothing left to run, wake every idle worker to retire (some may
+        have parked while a retry was due, or while the pool was paused)."""
         if self.paused:
+            return
+        if self.closed and not self.queued and not self.delayed:
+            self._wake_idle()
             return
         rate = self._rate
         while self.queued > self.waking:
