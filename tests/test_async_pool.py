@@ -696,8 +696,7 @@ def test_a_map_closed_by_another_coroutine_ends_its_consumer(run: Run[None], ord
         async with AsyncPool(2) as pool:
             results = pool.map(stubborn, range(4), ordered=ordered)
             consumer = asyncio.ensure_future(anext_all(results))
-            await started.wait()
-            await asyncio.sleep(0)  # the consumer waits in the map now
+            await started.wait()  # so the consumer has fed the map and waits in it
             await results.aclose()
             assert await asyncio.wait_for(consumer, 10) == []
             release.set()
@@ -740,16 +739,17 @@ def test_a_map_has_one_consumer_at_a_time(run: Run[None]) -> None:
     error; the first goes on."""
 
     async def main() -> None:
-        release = asyncio.Event()
+        started, release = asyncio.Event(), asyncio.Event()
 
         async def item(i: int) -> int:
+            started.set()
             await release.wait()
             return i
 
         async with AsyncPool(2) as pool:
             results = pool.map(item, range(2), ordered=False)
             first = asyncio.ensure_future(results.__anext__())
-            await asyncio.sleep(0)  # the first consumer now waits inside the map
+            await started.wait()  # so the first consumer has fed the map and waits in it
             with pytest.raises(RuntimeError, match="one consumer at a time"):
                 await results.__anext__()
             release.set()
