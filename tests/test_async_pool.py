@@ -11,6 +11,7 @@ import asyncio
 import concurrent.futures as cf
 import contextlib
 import gc
+import queue
 import signal
 import sys
 import threading
@@ -1169,3 +1170,57 @@ def test_sync_code_drives_pool_on_another_thread(run: Run[None]) -> None:
                 pool.submit_threadsafe(double, 1)
 
     run(main())
+
+
+def test_a_thread_waiting_as_the_loop_resolves_never_misses_it(run: Run[None]) -> None:
+    """The loop resolves its tasks while a thread starts to wait for each, in every way:
+    cf.wait(), a done-callback and result(). The thread lets each task finish just as it starts
+    to wait, and threads switch as often as they can, so that over many tasks the two meet at
+    every point, before, during and after the resolution; no waiter misses it.
+    """
+    count = 3000
+
+    async def gated(gate: asyncio.Event, x: int) -> int:
+        await gate.wait()
+        return 2 * x
+
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            loop = asyncio.get_running_loop()
+            handed: queue.SimpleQueue[tuple[cf.Future[int], asyncio.Event] | None]
+            handed = queue.SimpleQueue()
+
+            def wait_for_each() -> list[int]:
+                values = []
+                while (item := handed.get()) is not None:
+                    task, gate = item
+                    loop.call_soon_threadsafe(gate.set)  # it may finish from now on
+                    way = len(values) % 3
+                    started = time.monotonic()
+                    if way == 0:
+                        cf.wait([task], timeout=5)
+                    elif way == 1:
+                        called = threading.Event()
+                        task.add_done_callback(lambda _, called=called: called.set())
+                        called.wait(5)
+                    else:
+                        task.result(timeout=5)
+                    # A missed wake-up waits out the timeout (a task done in the meantime
+                    # returns its value all the same).
+                    assert time.monotonic() - started < 5, f"way {way} missed the resolution"
+                    values.append(task.result())
+                return values
+
+            waiter = loop.run_in_executor(None, wait_for_each)
+            for i in range(count):
+                gate = asyncio.Event()
+                handed.put((await pool.submit(gated, gate, i), gate))
+            handed.put(None)
+            assert await waiter == [2 * i for i in range(count)]
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as it can: every interleaving
+    try:
+        run(main())
+    finally:
+        sys.setswitchinterval(interval)

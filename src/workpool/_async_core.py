@@ -27,8 +27,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import QueueFull, TaskTimeout
@@ -51,27 +51,28 @@ class AsyncTask(Task[T]):
     that awaits it cancels the task (``asyncio.shield(task)`` prevents that).
     """
 
-    __slots__ = ("_aio_waiters", "_loop", "_on_done")
+    # Set only when used, over these class-level defaults: no __init__ of its own to run.
+    _aio_waiters: list[asyncio.Future[None]] | None = None
+    # Called with the task on the loop once it is resolved: how a map learns of it, for less
+    # than add_done_callback (which builds the Future's threading.Condition).
+    _on_done: Callable[[AsyncTask[T]], object] | None = None
+    _owner: AsyncCore
 
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: TaskOptions,
-        owner: AsyncCore,
-    ) -> None:
-        super().__init__(fn, args, kwargs, options, owner)
-        self._loop = owner.loop
-        self._aio_waiters: list[asyncio.Future[None]] | None = None
-        # Called with the task on the loop once it is resolved: how a map learns of it, for
-        # less than add_done_callback (which builds the Future's threading.Condition).
-        self._on_done: Callable[[AsyncTask[T]], object] | None = None
+    if TYPE_CHECKING:  # Task's __init__, typed for a coroutine function
+
+        def __init__(
+            self,
+            fn: Callable[..., Awaitable[T]],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            options: TaskOptions,
+            owner: AsyncCore,
+        ) -> None: ...
 
     def _finished(self) -> asyncio.Future[None]:
         """A future of the running loop that resolves once this task is done."""
         loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # another loop or thread: resolved through a callback
+        if loop is not self._owner.loop:  # another loop or thread: resolved through a callback
             return asyncio.wrap_future(self, loop=loop)  # type: ignore[arg-type]  # any result type
         waiter: asyncio.Future[None] = loop.create_future()
         if self.done():
@@ -129,6 +130,9 @@ class AsyncCore:
         self._timer: asyncio.TimerHandle | None = None
         self._space_waiters: deque[asyncio.Future[bool]] = deque()
         self._done_waiters: list[asyncio.Future[bool]] = []
+        # Orders a task's Condition (built when another thread waits for it) against its
+        # resolution without one: see Task. Held for a moment, and only then.
+        self.lock = threading.Lock()
         self._torn_down = False  # a worker was cancelled from outside: the loop is going away
         self.observers: tuple[Observer, ...] = ()
 
@@ -162,14 +166,15 @@ class AsyncCore:
         if self.observers:
             emit(self.observers, "task_submitted", task)
         try:
-            if engine.full and not engine.closed:
+            if engine.queue_size and engine.full and not engine.closed:
                 raise QueueFull(engine.queue_size)
             engine.submit(task, self.clock())
         except BaseException as error:
             if self.observers:
                 emit(self.observers, "task_rejected", task, error)
             raise
-        self._act()
+        if engine.wakeups or engine.timer_dirty:
+            self._act()
 
     async def wait_for_room(self, timeout: float | None) -> None:
         """While the queue is full and the pool open; QueueFull after ``timeout`` seconds."""
@@ -292,8 +297,28 @@ class AsyncCore:
             while task is not RETIRE:
                 if task is None:
                     task = await self._park(slot, worker)
-                else:
-                    task = await self._run(slot, worker, task)
+                    continue
+                # Run it here, not in a coroutine of its own: one frame less per task and per
+                # resumption of the task's coroutine.
+                token = _current.set((task, task.attempts))
+                value: Any = None
+                error: BaseException | None = None
+                try:
+                    call = task.fn(*task.args, **task.kwargs)
+                    if not hasattr(call, "__await__"):
+                        raise _not_awaitable(task, call)
+                    value = await call
+                except asyncio.CancelledError as exc:
+                    if not worker.cancels and not _cancelled_by_coroutine():
+                        raise  # the worker itself is being cancelled
+                    error = cf.CancelledError() if task._cancel_requested else exc
+                except BaseException as exc:
+                    error = exc
+                finally:
+                    _current.reset(token)
+                if worker.cancels:
+                    _withdraw_cancels(worker, task, error)
+                task = self._done(slot, task, value, error)
         except asyncio.CancelledError:
             # Not ours (ours are caught around the call): the loop is going away, say. Whatever
             # the worker held ends cancelled and the worker leaves for good.
@@ -303,33 +328,6 @@ class AsyncCore:
         finally:
             if self._workers.get(slot.id) is worker.aio:
                 del self._workers[slot.id]
-
-    async def _run(self, slot: WorkerSlot, worker: _Worker, task: Task[Any]) -> Next:
-        token = _current.set((task, task.attempts))
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            call = task.fn(*task.args, **task.kwargs)
-            if not hasattr(call, "__await__"):
-                raise TypeError(
-                    f"{task.name} returned {type(call).__name__}, not an awaitable: AsyncPool "
-                    "runs coroutine functions (hand blocking work to a Pool)"
-                )
-            value = await call
-        except asyncio.CancelledError as exc:
-            if not worker.cancels and not _cancelled_by_coroutine():
-                raise  # the worker itself is being cancelled
-            error = cf.CancelledError() if task._cancel_requested else exc
-        except BaseException as exc:
-            error = exc
-        finally:
-            _current.reset(token)
-        if worker.cancels:
-            _uncancel(worker.cancels)
-            if error is None or not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
-                _log.warning("task %s went on after it was cancelled", task.id)
-            worker.cancels = 0
-        return self._done(slot, task, value, error)
 
     async def _park(self, slot: WorkerSlot, worker: _Worker) -> Next:
         if slot.state is SlotState.WOKEN:
@@ -373,7 +371,10 @@ class AsyncCore:
         if outcome is _STALE:
             return RETIRE
         next_task = engine.take(slot, now)
-        self._after_take()
+        if self._space_waiters:  # _after_take(), inline: this is every task's path
+            self._notify_space()
+        if engine.wakeups or engine.timer_dirty:
+            self._act()
         if outcome is not _RETRY:
             self._settle(task, outcome, value, error)
         elif self.observers:
@@ -452,13 +453,11 @@ class AsyncCore:
         if self.observers:
             ended = cf.CancelledError() if outcome is _CANCELLED else error
             emit(self.observers, "task_finished", task, ended)
-        if outcome is _SUCCEEDED:
-            task.set_result(value)
-        elif outcome is _CANCELLED:
+        if outcome is _CANCELLED:
             task._mark_cancelled()
         else:
-            task.set_exception(error)
-        if isinstance(task, AsyncTask):
+            task._resolve(value, error)  # error is None for _SUCCEEDED
+        if isinstance(task, AsyncTask) and (task._aio_waiters or task._on_done):
             task._wake_waiters()
         if self._done_waiters and self.engine.unfinished == 0:
             for done in self._done_waiters:
@@ -505,6 +504,22 @@ def _cancelled_by_coroutine() -> bool:
     current = asyncio.current_task()
     cancelling = getattr(current, "cancelling", None)
     return cancelling is not None and cancelling() == 0
+
+
+def _not_awaitable(task: Task[Any], call: object) -> TypeError:
+    return TypeError(
+        f"{task.name} returned {type(call).__name__}, not an awaitable: AsyncPool runs "
+        "coroutine functions (hand blocking work to a Pool)"
+    )
+
+
+def _withdraw_cancels(worker: _Worker, task: Task[Any], error: BaseException | None) -> None:
+    """After a task the pool cancelled: withdraw those cancels from the worker's asyncio task
+    (so that later ``asyncio.timeout`` blocks work), and warn if the task went on regardless."""
+    _uncancel(worker.cancels)
+    if error is None or not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
+        _log.warning("task %s went on after it was cancelled", task.id)
+    worker.cancels = 0
 
 
 def _uncancel(count: int) -> None:

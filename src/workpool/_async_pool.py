@@ -16,6 +16,7 @@ from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._pool import ShutdownReport, _bounds, _check_args
 from ._stats import PoolStats
+from ._task import NO_KWARGS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -404,12 +405,26 @@ class AsyncMap(AsyncIterator[T]):
         except (StopIteration, StopAsyncIteration):
             self._items = None
             return False
-        core = self._core
-        if core.engine.full:
-            await core.wait_for_room(self._submit_timeout)
+        engine = self._core.engine
+        if engine.queue_size and engine.full:
+            await self._core.wait_for_room(self._submit_timeout)
         if self._closed:  # by another coroutine while this one waited for the item or room
             return False
-        task: AsyncTask[T] = AsyncTask(self._fn, args, {}, self._options, core.bound())
+        self._submit(args)
+        return True
+
+    def _feed_now(self) -> None:
+        """``_feed`` from a sync input with room in the queue: nothing to await."""
+        items = cast("Iterator[tuple[Any, ...]]", self._items)
+        args = next(items, None)  # zip() yields tuples: None is the end
+        if args is None:
+            self._items = None
+        else:
+            self._submit(args)
+
+    def _submit(self, args: tuple[Any, ...]) -> None:
+        core = self._core
+        task: AsyncTask[T] = AsyncTask(self._fn, args, NO_KWARGS, self._options, core)
         core.submit_nowait(task)
         if self._ordered:
             self._in_order.append(task)
@@ -419,7 +434,22 @@ class AsyncMap(AsyncIterator[T]):
                 self._inbox(task)
             else:
                 task._on_done = self._inbox
-        return True
+
+    async def _start(self) -> None:
+        """Fill the window: first a task for each worker, which start at once, then the rest
+        while they run (they are queued before any worker could want them)."""
+        core = self._core
+        core.bind()  # the map feeds from this loop: the pool's
+        self._started = True
+        first = min(self._window, core.engine.max_workers)
+        for _ in range(first):
+            if not await self._feed():
+                return
+        if first < self._window:
+            await asyncio.sleep(0)  # the workers start on those
+            for _ in range(self._window - first):
+                if not await self._feed():
+                    return
 
     async def __anext__(self) -> T:
         if self._busy:
@@ -427,10 +457,7 @@ class AsyncMap(AsyncIterator[T]):
         self._busy = True
         try:
             if not self._started:
-                self._started = True
-                for _ in range(self._window):
-                    if not await self._feed():
-                        break
+                await self._start()
             if self._ordered:
                 if not self._in_order:
                     raise StopAsyncIteration
@@ -459,7 +486,12 @@ class AsyncMap(AsyncIterator[T]):
                         raise StopAsyncIteration
                 task = inbox.done.popleft()
                 self._unordered.discard(task)
-            await self._feed()  # keep the window full while the consumer works
+            # Keep the window full while the consumer works.
+            engine = self._core.engine
+            if self._sync and self._items is not None and not (engine.queue_size and engine.full):
+                self._feed_now()
+            else:
+                await self._feed()
             return task.result()
         except BaseException:
             self._cancel()

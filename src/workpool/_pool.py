@@ -17,7 +17,7 @@ from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
 from ._streams import Batch, BatchSizer, MapStream, run_batch
-from ._task import Task
+from ._task import NO_KWARGS, Task
 from .observe.progress import ProgressLike, map_progress
 
 P = ParamSpec("P")
@@ -219,14 +219,14 @@ class Pool(Executor):
         batch_options = options.merged(name=options.name or _name_of(fn))
 
         def submit(args: tuple[Any, ...]) -> Task[Any]:
-            task = Task(fn, args, {}, options, core)
+            task = Task(fn, args, NO_KWARGS, options, core)
             core.submit(task, block=True, timeout=submit_timeout)
             return task
 
         star = len(iterables) != 1  # one input: its items go as they are, not in 1-tuples
 
         def submit_batch(items: list[Any]) -> Task[Batch]:
-            task = Task(run_batch, (fn, items, star), {}, batch_options, core)
+            task = Task(run_batch, (fn, items, star), NO_KWARGS, batch_options, core)
             task._batch = True
             core.submit(task, block=True, timeout=submit_timeout)
             return task

@@ -39,11 +39,17 @@ class TaskState(enum.Enum):
 
 
 class _Owner(Protocol):
+    lock: threading.Lock  # orders a Condition's creation against resolution without one
+
     def cancel(self, task: Task[Any]) -> bool: ...
 
 
 # concurrent.futures.Future's internal states, which wait() and as_completed() read.
 _PENDING, _FINISHED = "PENDING", "FINISHED"
+_QUEUED = TaskState.QUEUED
+
+NO_KWARGS: dict[str, Any] = {}
+"""The keyword arguments of a map's items: none, shared (nothing writes a task's kwargs)."""
 _CANCELLED, _CANCELLED_AND_NOTIFIED = "CANCELLED", "CANCELLED_AND_NOTIFIED"
 _DONE_STATES = (_FINISHED, _CANCELLED, _CANCELLED_AND_NOTIFIED)
 
@@ -113,7 +119,7 @@ class Task(Future[T], Generic[T]):
         self.attempts = 0
         self._owner = owner
         self._seq = next(_ids)
-        self._wp_state = TaskState.QUEUED
+        self._wp_state = _QUEUED
         self._enqueued_at = 0.0
 
     @property
@@ -121,7 +127,8 @@ class Task(Future[T], Generic[T]):
         """Future's Condition, built on first use."""
         cond = self._cond
         if cond is None:
-            lock = getattr(self._owner, "lock", _condition_creation)
+            owner = self._owner
+            lock = _condition_creation if owner is None else owner.lock
             if lock.locked():
                 yield_to_holder(lock)  # the pool's lock, busy with workers: see _locking
             with lock:
@@ -141,7 +148,8 @@ class Task(Future[T], Generic[T]):
         """Resolve without a Condition if nobody has one to wait on; False if somebody has."""
         if self._cond is not None:
             return False
-        lock = getattr(self._owner, "lock", _condition_creation)
+        owner = self._owner
+        lock = _condition_creation if owner is None else owner.lock
         if lock.locked():
             yield_to_holder(lock)
         with lock:
@@ -153,6 +161,14 @@ class Task(Future[T], Generic[T]):
             self._exception = exception
             self._state = _FINISHED
         return True  # and no callback to run: adding one builds the Condition
+
+    def _resolve(self, result: Any, exception: BaseException | None) -> None:
+        """``set_result(result)``, or ``set_exception(exception)`` if it is not None."""
+        if not self._resolve_unwatched(result, exception):
+            if exception is None:
+                super().set_result(result)
+            else:
+                super().set_exception(exception)
 
     def set_result(self, result: T) -> None:
         if not self._resolve_unwatched(result, None):

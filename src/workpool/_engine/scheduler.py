@@ -180,28 +180,45 @@ class Scheduler:
             self.waking -= 1
         ahead = slot.ahead
         if ahead:  # its worker has it already: it starts whatever else holds
-            first = ahead.popleft()
+            task = ahead.popleft()
             self.reserved -= 1
-            self._start(slot, first, now)
-            return first
-        limit = self.max_tasks_per_worker
-        if (
-            len(self._slots) > self.max_workers
-            or (limit and slot.tasks_done >= limit)
-            or slot.recycle
-        ):
-            return self._retire(slot)
-        if not self.paused and (self._rate is None or self._may_start(now)):
-            task = self._queue.pop()
-            if task is not None:
-                self.queued -= 1
-                self._start(slot, task, now)
-                return task
-            if self.closed and not self.delayed:
+        else:
+            limit = self.max_tasks_per_worker
+            if (
+                len(self._slots) > self.max_workers
+                or (limit and slot.tasks_done >= limit)
+                or slot.recycle
+            ):
                 return self._retire(slot)
-        slot.state = _IDLE
-        self._idle.append(slot)
-        return None
+            ready = not self.paused and (self._rate is None or self._may_start(now))
+            popped = self._queue.pop() if ready else None
+            if popped is None:
+                if ready and self.closed and not self.delayed:
+                    return self._retire(slot)
+                slot.state = _IDLE
+                self._idle.append(slot)
+                return None
+            task = popped
+            self.queued -= 1
+        # Start it (here, not in a method of its own: this is every task's path).
+        self.busy += 1
+        self.started += 1
+        slot.state = _BUSY
+        slot.task = task
+        task.worker = slot
+        task._wp_state = _RUNNING
+        task.attempts += 1
+        if task._expired:
+            task._expired = False
+        task._started_at = now
+        waited = now - task._enqueued_at
+        self.wait_total += waited
+        if waited > self.wait_max:
+            self.wait_max = waited
+        timeout = task.options.timeout
+        if timeout is not None:
+            self._set_deadline(task, now + timeout)
+        return task
 
     def idle_expired(self, slot: WorkerSlot) -> Directive | None:
         """A parked worker waited ``idle_timeout`` for work: RETIRE it, or None to park again.
@@ -536,30 +553,14 @@ class Scheduler:
         self.waking += 1
         self.wakeups.append(slot)
 
-    def _start(self, slot: WorkerSlot, task: Task[Any], now: float) -> None:
-        self.busy += 1
-        self.started += 1
-        slot.state = _BUSY
-        slot.task = task
-        task.worker = slot
-        task._wp_state = _RUNNING
-        task.attempts += 1
-        if task._expired:
-            task._expired = False
-        task._started_at = now
-        waited = now - task._enqueued_at
-        self.wait_total += waited
-        if waited > self.wait_max:
-            self.wait_max = waited
-        timeout = task.options.timeout
-        if timeout is not None:
-            deadline = task._deadline = now + timeout
-            deadlines = self._deadlines
-            if len(deadlines) > 64 and len(deadlines) > 4 * self.busy:
-                deadlines = self._drop_stale_deadlines()
-            if not deadlines or deadline < deadlines[0][0]:
-                self.timer_dirty = True
-            heapq.heappush(deadlines, (deadline, task._seq, task, task.attempts))
+    def _set_deadline(self, task: Task[Any], deadline: float) -> None:
+        task._deadline = deadline
+        deadlines = self._deadlines
+        if len(deadlines) > 64 and len(deadlines) > 4 * self.busy:
+            deadlines = self._drop_stale_deadlines()
+        if not deadlines or deadline < deadlines[0][0]:
+            self.timer_dirty = True
+        heapq.heappush(deadlines, (deadline, task._seq, task, task.attempts))
 
     def _drop_stale_deadlines(self) -> list[tuple[float, int, Task[Any], int]]:
         """Forget the deadlines of attempts that ended: they would keep finished tasks (and
