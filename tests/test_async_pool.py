@@ -786,6 +786,36 @@ def test_map_reads_input_lazily(run: Run[None], ordered: bool) -> None:
 
 
 @pytest.mark.parametrize("ordered", [True, False])
+def test_map_starts_its_first_tasks_before_filling_the_window(
+    run: Run[None], ordered: bool
+) -> None:
+    """A map feeds one item per worker, lets those start, then reads the rest of its window:
+    the workers do not wait for the whole window to be read and queued."""
+
+    async def main() -> None:
+        read = 0
+        read_when_started: list[int] = []
+
+        def numbers() -> Iterator[int]:
+            nonlocal read
+            for i in range(40):
+                read += 1
+                yield i
+
+        async def item(x: int) -> int:
+            read_when_started.append(read)
+            await asyncio.sleep(0)
+            return x
+
+        async with AsyncPool(3) as pool:
+            results = [x async for x in pool.map(item, numbers(), window=12, ordered=ordered)]
+        assert sorted(results) == list(range(40))
+        assert read_when_started[:3] == [3, 3, 3]  # the first three ran before item 4 was read
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
 def test_map_error_cancels_the_rest(run: Run[None], ordered: bool) -> None:
     """A failing item raises from map, and the tasks still in flight are cancelled."""
 
