@@ -506,8 +506,48 @@ def test_worker_fine_after_swallowed_cancel(
             own = await pool.submit(awaits_cancelled_future)
             with pytest.raises(asyncio.CancelledError):
                 await own
-            assert own.state is TaskState.FAILED and not pool.stats().closed
+            assert own.state is TaskState.CANCELLED and not pool.stats().closed
         assert "went on after it was cancelled" in caplog.text
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
+@pytest.mark.parametrize("ordered", [True, False])
+def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
+    run: Run[None], ordered: bool
+) -> None:
+    """An item whose coroutine raises CancelledError of its own (a future it awaited was
+    cancelled by someone else) ends cancelled, as an asyncio.Task would, and is not retried:
+    the map raises concurrent.futures.CancelledError, an Exception, so the consumer is not
+    taken for cancelled itself, and the pool goes on."""
+
+    async def main() -> None:
+        shared = asyncio.get_running_loop().create_future()
+        gate = Gate()
+
+        async def item(x: int) -> int:
+            if x == 1:
+                await gate.wait()
+                await shared  # cancelled by someone else meanwhile
+            return x
+
+        async with AsyncPool(2) as pool:
+            results = []
+            with pytest.raises(cf.CancelledError):
+                async for value in pool.options(retries=2).map(item, range(2), ordered=ordered):
+                    results.append(value)
+                    if value == 0:
+                        await gate.await_inside(1)
+                        shared.cancel()
+                        gate.opened.set()
+            me = asyncio.current_task()
+            assert me is not None and me.cancelling() == 0  # the consumer was not cancelled
+            assert results == [0]
+            stats = pool.stats()
+            assert (stats.cancelled, stats.retried, stats.closed) == (1, 0, False)
+            assert await (await pool.submit(double, 21)) == 42
+            assert_accounted(pool.stats())
 
     run(main())
 

@@ -309,8 +309,13 @@ class AsyncCore:
                         raise _not_awaitable(task, call)
                     value = await call
                 except asyncio.CancelledError as exc:
-                    if not worker.cancels and not _cancelled_by_coroutine():
-                        raise  # the worker itself is being cancelled
+                    if not worker.cancels:
+                        if not _cancelled_by_coroutine():
+                            raise  # the worker itself is being cancelled
+                        # The coroutine's own (a future it awaited was cancelled, say): the
+                        # task ends cancelled, as an asyncio.Task does, not failed with a
+                        # CancelledError that would cancel whoever reads its result.
+                        self.engine.cancel(task)  # running: marks it asked to stop
                     error = cf.CancelledError() if task._cancel_requested else exc
                 except BaseException as exc:
                     error = exc
