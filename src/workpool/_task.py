@@ -46,12 +46,13 @@ class _Owner(Protocol):
 
 # concurrent.futures.Future's internal states, which wait() and as_completed() read.
 _PENDING, _FINISHED = "PENDING", "FINISHED"
+_CANCELLED, _CANCELLED_AND_NOTIFIED = "CANCELLED", "CANCELLED_AND_NOTIFIED"
+_DONE_STATES = (_FINISHED, _CANCELLED, _CANCELLED_AND_NOTIFIED)
+
 _QUEUED = TaskState.QUEUED
 
 NO_KWARGS: dict[str, Any] = {}
 """The keyword arguments of a map's items: none, shared (nothing writes a task's kwargs)."""
-_CANCELLED, _CANCELLED_AND_NOTIFIED = "CANCELLED", "CANCELLED_AND_NOTIFIED"
-_DONE_STATES = (_FINISHED, _CANCELLED, _CANCELLED_AND_NOTIFIED)
 
 _condition_creation = threading.Lock()
 """Orders the lazy creation of a task's Condition against its resolution without one."""
