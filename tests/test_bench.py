@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import importlib
 import json
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,6 +187,31 @@ def test_argparse_subcommand_passes_every_argument_through(
     assert args.bench_args == ["--only", "warp", "--quick"]
     assert args.run(args) == 2
     assert "unknown scenario warp" in capsys.readouterr().err
+
+
+def test_instructions_reads_callgrinds_count_and_skips_without_valgrind(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """benchmarks/instructions.py reads the count callgrind prints at exit, and without
+    valgrind it says so and runs nothing."""
+    instructions = part("instructions")
+    assert instructions.collected("==7== Events    : Ir\n==7== Collected : 123456\n") == 123456
+    with pytest.raises(RuntimeError, match="no instruction count"):
+        instructions.collected("valgrind: command not found")
+    monkeypatch.setattr(instructions.shutil, "which", lambda _: None)
+    assert instructions.main([]) == 0
+    assert "skipped: valgrind is not installed" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+@pytest.mark.timeout(240)  # two interpreters under valgrind: about 25 s on a calm machine
+def test_instructions_counts_what_a_task_costs() -> None:
+    """Under callgrind, the runs over 2N and N tasks differ by N tasks' instructions."""
+    instructions = part("instructions")
+    _, label, code = instructions.CASES[0]
+    assert label == "workpool"
+    cost = instructions.per_task(code, 100)
+    assert 1_000 < cost < 1_000_000  # a task is thousands of instructions, not none nor millions
 
 
 def test_feature_cost_measures_every_configuration() -> None:
