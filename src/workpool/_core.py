@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from ._backends import Backend
@@ -230,14 +230,19 @@ class PoolCore:
     # -- the workers' side (WorkerHost) -------------------------------------------------------
 
     def take(self, slot: WorkerSlot) -> Next:
-        lock = self.lock
+        engine, lock = self.engine, self.lock
         if lock.locked():
             yield_to_holder(lock)
         with lock:
-            if self.engine.reserved and not self.engine.queued:
+            if engine.reserved and not engine.queued:
                 self._steal_for(slot)
-            task = self.engine.take(slot, self.clock())
-            wakeups = self._after_take()
+            task = engine.take(slot, self.clock())
+            # _after_take() only when it has something to do: every task passes here
+            wakeups = (
+                self._after_take()
+                if self._space_waiters or engine.timer_dirty or engine.wakeups
+                else None
+            )
         if wakeups:
             self._dispatch(wakeups)
         if self.observers:
@@ -272,7 +277,11 @@ class PoolCore:
                         self._condition("all_done").notify_all()
                 else:
                     self._resolving.append(task)
-            wakeups = self._after_take()
+            wakeups = (
+                self._after_take()
+                if self._space_waiters or engine.timer_dirty or engine.wakeups
+                else None
+            )
         try:
             if wakeups:
                 self._dispatch(wakeups)
@@ -462,7 +471,10 @@ class PoolCore:
                 ended = CancelledError() if outcome is _CANCELLED else error
                 emit(self.observers, "task_finished", task, ended)
             if outcome is _SUCCEEDED:
-                task.set_result(value)
+                if task._cond is not None:  # watched: Future's own, not the unwatched try first
+                    Future.set_result(task, value)
+                else:
+                    task.set_result(value)
             elif outcome is _CANCELLED:
                 task._mark_cancelled()
             else:
