@@ -458,10 +458,12 @@ class AsyncCore:
         if self.observers:
             ended = cf.CancelledError() if outcome is _CANCELLED else error
             emit(self.observers, "task_finished", task, ended)
-        if outcome is _CANCELLED:
+        if outcome is _SUCCEEDED:
+            task.set_result(value)
+        elif outcome is _CANCELLED:
             task._mark_cancelled()
         else:
-            task._resolve(value, error)  # error is None for _SUCCEEDED
+            task.set_exception(error)
         if isinstance(task, AsyncTask) and (task._aio_waiters or task._on_done):
             task._wake_waiters()
         if self._done_waiters and self.engine.unfinished == 0:

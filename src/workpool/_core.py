@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError
 from typing import Any
 
 from ._backends import Backend
@@ -471,10 +471,7 @@ class PoolCore:
                 ended = CancelledError() if outcome is _CANCELLED else error
                 emit(self.observers, "task_finished", task, ended)
             if outcome is _SUCCEEDED:
-                if task._cond is not None:  # watched: Future's own, not the unwatched try first
-                    Future.set_result(task, value)
-                else:
-                    task.set_result(value)
+                task.set_result(value)
             elif outcome is _CANCELLED:
                 task._mark_cancelled()
             else:

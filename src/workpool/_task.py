@@ -163,20 +163,13 @@ class Task(Future[T], Generic[T]):
             self._state = _FINISHED
         return True  # and no callback to run: adding one builds the Condition
 
-    def _resolve(self, result: Any, exception: BaseException | None) -> None:
-        """``set_result(result)``, or ``set_exception(exception)`` if it is not None."""
-        if not self._resolve_unwatched(result, exception):
-            if exception is None:
-                super().set_result(result)
-            else:
-                super().set_exception(exception)
-
+    # A watched task (its Condition built) goes straight to Future's own: a call less.
     def set_result(self, result: T) -> None:
-        if not self._resolve_unwatched(result, None):
+        if self._cond is not None or not self._resolve_unwatched(result, None):
             super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
-        if not self._resolve_unwatched(None, exception):
+        if self._cond is not None or not self._resolve_unwatched(None, exception):
             super().set_exception(exception)
 
     def result(self, timeout: float | None = None) -> T:
