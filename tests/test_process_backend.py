@@ -266,6 +266,35 @@ def test_lambdas_and_closures_run_in_workers(pool: workpool.Pool) -> None:
     assert list(pool.map(lambda x: x * offset, range(3))) == [0, 10, 20]
 
 
+def version() -> str:
+    return "first"
+
+
+def test_a_function_goes_by_name_only_while_its_name_leads_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A module-level function is sent as its name, pickled once; once its module's name is
+    rebound to another function (a redefinition), the old one is pickled anew, as pickle would
+    (whole, by cloudpickle), never sent under the name that now means something else."""
+    first = version
+    assert process_backend._by_name(first) == pickle.dumps(first, pickle.HIGHEST_PROTOCOL)
+    assert process_backend._by_name(first) is process_backend._by_name(first)  # kept
+
+    def second() -> str:
+        return "second"
+
+    second.__qualname__ = second.__name__ = "version"
+    monkeypatch.setattr(sys.modules[__name__], "version", second)
+    assert process_backend._by_name(first) is None
+    assert process_backend._by_name(second) == pickle.dumps(second, pickle.HIGHEST_PROTOCOL)
+    assert process_backend._by_name(pid) is not None
+    assert process_backend._by_name(lambda: None) is None  # not module-level
+    with workpool.Pool(1, backend="process") as pool:
+        assert pool.submit(first).result(timeout=30) == "first"
+        pids = {pool.submit(pid).result(timeout=30) for _ in range(3)}  # by name, each time
+        assert len(pids) == 1
+
+
 def test_missing_cloudpickle_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without cloudpickle, a lambda fails with a message naming workpool[process]."""
     monkeypatch.setitem(sys.modules, "cloudpickle", None)

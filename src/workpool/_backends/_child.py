@@ -5,13 +5,15 @@ itself comes with the first task, unless the forkserver preloaded it). The paren
 after the start: the child runs the initializer and answers ``READY`` or the initializer's error,
 then serves one task per message until it receives ``STOP`` (or its pipe closes).
 
-Messages, all bytes: a task is its number (8 bytes) then ``dumps((fn, args, kwargs, about))``,
-where ``about`` is ``(task_seq, attempt, deadline, timeout, trace_carrier)``. The parent may
-send tasks while the previous one runs, and take them back until they start (``Dispatch``): a
-task taken back gets no reply. A reply is
-``dumps((ok, value_or_error, traceback_text, rss_bytes))``. With ``about``, the task runs with a
-``workpool.current_task()`` of its own (its id, attempt and deadline: ``check()`` works; a
-cancel arrives as SIGTERM instead) and, given a trace carrier, under the submitter's trace.
+Messages, all bytes: a task is its number (8 bytes) then
+``dumps((fn, name, args, kwargs, about))``, where a module-level function comes as ``name`` (its
+own pickle, which the child unpickles once) with ``fn`` None, and ``about`` is ``(task_seq,
+attempt, deadline, timeout, trace_carrier)``. The parent may send tasks while the previous one
+runs, and take them back until they start (``Dispatch``): a task taken back gets no reply. A
+reply is ``dumps((ok, value_or_error, traceback_text, rss_bytes))``. With ``about``, the task
+runs with a ``workpool.current_task()`` of its own (its id, attempt and deadline: ``check()``
+works; a cancel arrives as SIGTERM instead) and, given a trace carrier, under the submitter's
+trace.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ if sys.platform == "linux":
     # (MSG_DONTWAIT). Letting the GIL go around them, as every Python socket call does, hands
     # it to another of the parent's threads, and this one must wait to get it back.
     _held = ctypes.PyDLL(None, use_errno=True)
+    # No argtypes: converting each argument through them costs more than the call itself.
+    # Every argument is given as its C type, or as what ctypes passes as one: a Python int as
+    # an int (the descriptor, the flags), a buffer or bytes as its address, a size as c_size_t.
     _c_recv = _held.recv
-    _c_recv.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     _c_recv.restype = ctypes.c_ssize_t
     _c_send = _held.send
-    _c_send.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int)
     _c_send.restype = ctypes.c_ssize_t
 else:
     _libc = None
@@ -140,6 +143,7 @@ class Frames:
         "_conn",
         "_fd",
         "_filled",
+        "_landed",
         "_landing",
         "_long",
         "_poll",
@@ -157,6 +161,7 @@ class Frames:
         self._recv_into: Callable[..., int] = _no_socket
         self._poll: Callable[[float], bool] = conn.poll
         self._landing: Any = None  # where a read that holds the GIL lands (Linux)
+        self._landed = memoryview(b"")  # the same memory, to copy from
         self._fd = -1
         self.close: Callable[[], None] = _nothing
         if not (hasattr(select, "poll") and hasattr(socket, "MSG_DONTWAIT")):
@@ -180,6 +185,7 @@ class Frames:
         if _libc is not None:
             self._fd = sock.fileno()
             self._landing = ctypes.create_string_buffer(_READ_SIZE)
+            self._landed = memoryview(self._landing).cast("B")
 
     def read(self) -> Message:
         """The next message, however long it takes to come; EOFError at the end of the pipe."""
@@ -203,11 +209,12 @@ class Frames:
             try:
                 if self._long is None:
                     if flags and self._landing is not None:
-                        data = _receive_now(self._fd, self._landing)
+                        received = _receive_now(self._fd, self._landing)
+                        self._buffer += self._landed[:received]
                     else:
                         data = recv(_READ_SIZE, flags)
-                    received = len(data)
-                    self._buffer += data
+                        received = len(data)
+                        self._buffer += data
                 else:
                     received = self._recv_into(memoryview(self._long)[self._filled :], 0, flags)
                     self._filled += received
@@ -254,13 +261,13 @@ class Frames:
         return message
 
 
-def _receive_now(fd: int, landing: Any) -> bytes:
-    """What is in socket ``fd`` now (b"" at its end), read holding the GIL; BlockingIOError if
-    nothing is there yet."""
-    received = _at_once(_c_recv, fd, landing, len(landing), _DONTWAIT)
+def _receive_now(fd: int, landing: Any) -> int:
+    """Read what is in socket ``fd`` now into ``landing``, holding the GIL: how many bytes
+    (0 at its end); BlockingIOError if nothing is there yet."""
+    received = _at_once(_c_recv, fd, landing, _LANDING_SIZE, _DONTWAIT)
     if received < 0:
         raise BlockingIOError(errno.EAGAIN, os.strerror(errno.EAGAIN))
-    return ctypes.string_at(landing, received)
+    return received
 
 
 def send_now(fd: int, data: bytes) -> int:
@@ -268,7 +275,7 @@ def send_now(fd: int, data: bytes) -> int:
     platform lets us; how many bytes went (0 if none could go now)."""
     if _libc is None:
         return 0
-    return max(0, _at_once(_c_send, fd, data, len(data), _SEND_NOW))
+    return max(0, _at_once(_c_send, fd, data, ctypes.c_size_t(len(data)), _SEND_NOW))
 
 
 def _at_once(call: Any, *args: Any) -> int:
@@ -294,6 +301,8 @@ def _no_socket(*args: object) -> int:
 
 
 _READ_SIZE = 64 * 1024
+if _libc is not None:
+    _LANDING_SIZE = ctypes.c_size_t(_READ_SIZE)
 _LENGTH = struct.Struct("!i")
 _LONG_LENGTH = struct.Struct("!Q")
 
@@ -338,7 +347,9 @@ def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
                 continue
             tb = None
             try:
-                fn, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
+                fn, name, args, kwargs, about = pickle.loads(memoryview(message)[number_size:])
+                if name is not None:
+                    fn = named(name)
                 value, ok = _run_as_task(fn, args, kwargs, about), True
             except BaseException as exc:
                 value, ok, tb = exc, False, traceback.format_exc()
@@ -346,6 +357,21 @@ def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
             del value, message  # free the task's data before waiting for the next
     finally:
         frames.close()
+
+
+_FUNCTIONS: dict[bytes, Any] = {}
+
+
+def named(name: bytes) -> Any:
+    """The module-level function whose pickle is ``name``, unpickled once (``pickle`` imports
+    the module for each one it reads)."""
+    fn = _FUNCTIONS.get(name)
+    if fn is None:
+        fn = pickle.loads(name)
+        if len(_FUNCTIONS) >= 1024:
+            _FUNCTIONS.clear()
+        _FUNCTIONS[name] = fn
+    return fn
 
 
 def _run_as_task(
