@@ -56,6 +56,8 @@ _AHEAD_MAX_BYTES = 32 * 1024 if sys.platform == "linux" else 2 * 1024
 """The tasks sent ahead must fit in the pipe's buffer together, so that sending never waits
 for the child (a socket pair buffers at least 200 KiB on Linux, 8 KiB on macOS)."""
 
+_NUMBER_SIZE = _child.NUMBER.size
+
 _RECALL_WAIT = 0.1
 """How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
 
@@ -330,6 +332,9 @@ class ProcessBackend(Backend):
             sent = bool(child.sent) and child.sent[0][0] is task
             if sent:
                 child.sent_bytes -= child.sent.popleft()[2]
+                child.current = task
+                # An interrupt that came before ``current`` was set did nothing: act on it here.
+                given_up = task._cancel_requested or task._expired
             elif child.unsent and child.unsent[0] is task:
                 child.unsent.popleft()
         payload = None
@@ -341,10 +346,9 @@ class ProcessBackend(Backend):
             child.numbered += 1
             payload = _child.NUMBER.pack(child.numbered) + pickled
             del pickled
-        with child.lock:
-            child.current = task
-            # An interrupt that came before ``current`` was set did nothing: act on it here.
-            given_up = task._cancel_requested or task._expired
+            with child.lock:
+                child.current = task
+                given_up = task._cancel_requested or task._expired  # as above
         if given_up and not sent:
             with child.lock:
                 child.current = None
@@ -392,43 +396,51 @@ class ProcessBackend(Backend):
         unsent, sent = child.unsent, child.sent
         if len(sent) + len(unsent) <= AHEAD_MAX // 2:  # else the pool would add none: no lock
             self.host.reserve(slot, unsent)
-        seen = child.dispatch.seen  # type: ignore[union-attr]  # set once the child started
+        if not unsent:
+            return []  # nothing to send: three tasks in four
+        seen = child.dispatch.seen.value  # type: ignore[union-attr]  # set once it started
         unread = child.unread
         if unread:
             with child.lock:  # a recall in another thread may add to it
-                if unread and max(unread)[0] <= seen.value:  # the child read (and skipped) them
+                if unread and max(unread)[0] <= seen:  # the child read (and skipped) them
                     child.sent_bytes -= sum(size for _, size in unread)
                     unread.clear()
-        messages = []
-        while True:
-            try:
-                task = unsent[0]
-            except IndexError:  # none left, or recalled by another thread since we looked
-                break
+        # Pickle them without the lock (a recall may take them back meanwhile), then move
+        # them from unsent to sent under it, in one go.
+        room = _AHEAD_MAX_BYTES - child.sent_bytes
+        slots = _child.SKIP_SLOTS - (child.numbered - seen)  # else the child is far behind
+        pickled: list[tuple[Task[Any], bytes, int]] = []
+        for task in tuple(unsent):  # a copy: a recall may change it
             if (
-                task._cancel_requested  # it starts as usual, and ends cancelled at once
+                len(pickled) >= slots
+                or task._cancel_requested  # it starts as usual, and ends cancelled at once
                 or task is child.too_big
-                or child.numbered - seen.value >= _child.SKIP_SLOTS  # the child is far behind
                 or is_traced(task)  # it must carry its attempt's span, which starts with it
             ):
                 break
             try:
-                pickled = self._pickle(task, ahead=True)
+                message = self._pickle(task, ahead=True)
             except Exception:
                 break  # it fails as usual once it starts
-            size = len(pickled) + _child.NUMBER.size
-            if child.sent_bytes + size > _AHEAD_MAX_BYTES:  # else the write could block
+            size = len(message) + _NUMBER_SIZE
+            if size > room:  # else the write could block
                 if size > _AHEAD_MAX_BYTES:
                     child.too_big = task
                 break  # sent later, when there is room, or once it starts
+            room -= size
+            pickled.append((task, message, size))
+        messages = []
+        if pickled:
+            pack = _child.NUMBER.pack
             with child.lock:
-                if not unsent or unsent[0] is not task:
-                    continue  # recalled meanwhile
-                unsent.popleft()
-                child.numbered += 1
-                sent.append((task, child.numbered, size))
-                child.sent_bytes += size
-            messages.append(_child.NUMBER.pack(child.numbered) + pickled)
+                for task, message, size in pickled:
+                    if not unsent or unsent[0] is not task:
+                        break  # recalled meanwhile, with all after it
+                    unsent.popleft()
+                    number = child.numbered = child.numbered + 1
+                    sent.append((task, number, size))
+                    child.sent_bytes += size
+                    messages.append(pack(number) + message)
         return messages
 
     def _receive(self, child: _Child) -> _child.Message:
