@@ -288,11 +288,13 @@ def test_a_function_goes_by_name_only_while_its_name_leads_to_it(
     assert process_backend._by_name(first) is None
     assert process_backend._by_name(second) == pickle.dumps(second, pickle.HIGHEST_PROTOCOL)
     assert process_backend._by_name(pid) is not None
+    assert process_backend._by_name(abs) == pickle.dumps(abs, pickle.HIGHEST_PROTOCOL)  # C
     assert process_backend._by_name(lambda: None) is None  # not module-level
     with workpool.Pool(1, backend="process") as pool:
         assert pool.submit(first).result(timeout=30) == "first"
         pids = {pool.submit(pid).result(timeout=30) for _ in range(3)}  # by name, each time
         assert len(pids) == 1
+        assert pool.submit(abs, -3).result(timeout=30) == 3
 
 
 def test_missing_cloudpickle_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -34,7 +34,7 @@ import weakref
 from collections import deque
 from concurrent.futures import CancelledError
 from multiprocessing.connection import Connection
-from types import FunctionType
+from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
 from .._engine import RETIRE, Next, SlotState, WorkerSlot
@@ -383,7 +383,7 @@ class ProcessBackend(Backend):
         deadline = None if ahead else task._deadline
         about = (task._seq, task.attempts + ahead, deadline, task.options.timeout)
         fn: Any = task.fn
-        name = _by_name(fn) if type(fn) is FunctionType else None
+        name = _by_name(fn) if type(fn) in _NAMED_TYPES else None
         if name is not None:
             fn = None
         return dumps((fn, name, task.args, task.kwargs, (*about, trace_carrier(task))))
@@ -494,21 +494,24 @@ class ProcessBackend(Backend):
         self.host.lost(slot, error)
 
 
-_NAMES: dict[FunctionType, bytes] = {}
+_NAMES: dict[Any, bytes] = {}
 """The pickles of module-level functions sent so far. Such a pickle is the function's name,
 the same each time, and making it costs more than the rest of a task's message: ``pickle``
 imports the module and looks the name up, to check that it leads back to the function."""
 
 _NAMES_MAX = 1024
 
+_NAMED_TYPES = (FunctionType, BuiltinFunctionType)
+"""Functions written in Python, and in C (``abs``, ``math.sqrt``): both hash by identity."""
 
-def _by_name(fn: FunctionType) -> bytes | None:
+
+def _by_name(fn: Any) -> bytes | None:
     """``fn``'s pickle if it is a module-level function (the child unpickles each once and
     keeps it: see ``_child.named``), else None: it travels in the task's message."""
     name = _NAMES.get(fn)
     if name is None:
         if "." in fn.__qualname__:
-            return None  # nested in a class or a function: looked up as usual
+            return None  # nested in a class or a function: pickled as usual
         try:
             name = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)  # by name, or it fails
         except Exception:
@@ -516,10 +519,9 @@ def _by_name(fn: FunctionType) -> bytes | None:
         if len(_NAMES) >= _NAMES_MAX:
             _NAMES.clear()
         _NAMES[fn] = name
-        return name
     module = sys.modules.get(fn.__module__)
     if module is None or getattr(module, fn.__qualname__, None) is not fn:
-        return None  # its name leads elsewhere now (redefined): it must travel whole
+        return None  # its name leads elsewhere now (redefined), or nowhere: it travels whole
     return name
 
 
