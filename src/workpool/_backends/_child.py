@@ -360,6 +360,9 @@ def _serve(conn: Connection, measure_rss: bool, dispatch: Dispatch) -> None:
 
 
 _FUNCTIONS: dict[bytes, Any] = {}
+"""The module-level functions sent by name so far, by their pickles."""
+
+_FUNCTIONS_MAX = 1024
 
 
 def named(name: bytes) -> Any:
@@ -368,7 +371,7 @@ def named(name: bytes) -> Any:
     fn = _FUNCTIONS.get(name)
     if fn is None:
         fn = pickle.loads(name)
-        if len(_FUNCTIONS) >= 1024:
+        if len(_FUNCTIONS) >= _FUNCTIONS_MAX:
             _FUNCTIONS.clear()
         _FUNCTIONS[name] = fn
     return fn
