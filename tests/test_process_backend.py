@@ -35,6 +35,8 @@ from workpool import TaskState, TaskTimeout, WorkerCrashed
 from workpool._backends import process as process_backend
 from workpool._backends._child import Frames, send_now
 from workpool._engine import scheduler
+from workpool._options import DEFAULT_OPTIONS
+from workpool._task import Task
 
 
 @pytest.fixture
@@ -291,9 +293,17 @@ def test_a_function_goes_by_name_only_while_its_name_leads_to_it(
     assert process_backend._by_name(abs) == pickle.dumps(abs, pickle.HIGHEST_PROTOCOL)  # C
     assert process_backend._by_name(lambda: None) is None  # not module-level
     with workpool.Pool(1, backend="process") as pool:
+        backend = pool._core.backend
+
+        def message(fn: Callable[..., Any]) -> tuple[Any, ...]:
+            """What a task of ``fn`` sends its worker (fn, name, args, kwargs, about)."""
+            return pickle.loads(backend._pickle(Task(fn, (), {}, DEFAULT_OPTIONS)))  # type: ignore[no-any-return]
+
+        assert message(pid)[:2] == (None, pickle.dumps(pid, pickle.HIGHEST_PROTOCOL))
+        whole, name = message(first)[:2]
+        assert name is None and whole is not first and whole() == "first"  # by value
         assert pool.submit(first).result(timeout=30) == "first"
-        pids = {pool.submit(pid).result(timeout=30) for _ in range(3)}  # by name, each time
-        assert len(pids) == 1
+        assert pool.submit(pid).result(timeout=30) == pool.submit(pid).result(timeout=30)
         assert pool.submit(abs, -3).result(timeout=30) == 3
 
 
