@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Generic, ParamSpec, TypeVar, cast
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from ._async_core import AsyncCore, AsyncTask
 from ._engine import Scheduler
@@ -380,8 +380,14 @@ class AsyncMap(AsyncIterator[T]):
         self._fn = fn
         self._options = options
         self._submit_timeout = submit_timeout
-        self._items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]] | None = items
-        self._sync = not isinstance(items, AsyncIterator)  # read directly: no generator between
+        # The input, until it ends or the map closes: a sync one is read directly (no generator
+        # between) and may be read without an await, so it is kept apart.
+        self._items: AsyncIterator[tuple[Any, ...]] | None = None
+        self._sync_items: Iterator[tuple[Any, ...]] | None = None
+        if isinstance(items, AsyncIterator):
+            self._items = items
+        else:
+            self._sync_items = items
         self._window = window
         self._ordered = ordered
         self._started = False
@@ -394,16 +400,16 @@ class AsyncMap(AsyncIterator[T]):
 
     async def _feed(self) -> bool:
         """Submit the next input item, if any is left."""
-        items = self._items
-        if items is None:
-            return False
+        sync_items, items = self._sync_items, self._items
         try:
-            if self._sync:
-                args = next(cast("Iterator[tuple[Any, ...]]", items))
+            if sync_items is not None:
+                args = next(sync_items)
+            elif items is not None:
+                args = await items.__anext__()
             else:
-                args = await cast("AsyncIterator[tuple[Any, ...]]", items).__anext__()
+                return False
         except (StopIteration, StopAsyncIteration):
-            self._items = None
+            self._items = self._sync_items = None
             return False
         engine = self._core.engine
         if engine.queue_size and engine.full:
@@ -412,15 +418,6 @@ class AsyncMap(AsyncIterator[T]):
             return False
         self._submit(args)
         return True
-
-    def _feed_now(self) -> None:
-        """``_feed`` from a sync input with room in the queue: nothing to await."""
-        items = cast("Iterator[tuple[Any, ...]]", self._items)
-        args = next(items, None)  # zip() yields tuples: None is the end
-        if args is None:
-            self._items = None
-        else:
-            self._submit(args)
 
     def _submit(self, args: tuple[Any, ...]) -> None:
         core = self._core
@@ -488,8 +485,13 @@ class AsyncMap(AsyncIterator[T]):
                 self._unordered.discard(task)
             # Keep the window full while the consumer works.
             engine = self._core.engine
-            if self._sync and self._items is not None and not (engine.queue_size and engine.full):
-                self._feed_now()
+            sync_items = self._sync_items
+            if sync_items is not None and not (engine.queue_size and engine.full):
+                args = next(sync_items, None)  # zip() yields tuples: None is the end
+                if args is None:
+                    self._sync_items = None
+                else:
+                    self._submit(args)
             else:
                 await self._feed()
             return task.result()
@@ -511,7 +513,7 @@ class AsyncMap(AsyncIterator[T]):
         self._cancel()
 
     def _cancel(self) -> None:
-        self._items = None
+        self._items = self._sync_items = None
         self._closed = True
         for waiter in (self._waiting, self._inbox.waiter):
             if waiter is not None and not waiter.done():

@@ -127,7 +127,12 @@ class Scheduler:
         self.submitted += 1
         if self._rate is not None:
             self._rate.refresh(now)
-        self._enqueue(task, now)
+        # _enqueue(), inline: this is every task's path
+        task._enqueued_at = now
+        self._queue.push(task, now)
+        self.queued += 1
+        if self.queued > self.waking and (self._idle or len(self._slots) < self.max_workers):
+            self._refill()  # else every worker is busy: the first one done takes it
 
     def cancel(self, task: Task[Any]) -> bool | None:
         """True: it was waiting and is now cancelled. None: it runs and was asked to stop.
@@ -341,7 +346,15 @@ class Scheduler:
                 self.lost_alive -= 1
                 slot.state = SlotState.RETIRED
             return Outcome.STALE
-        self._end_attempt(slot, task, now)
+        # _end_attempt(), inline: this is every task's path
+        self.busy -= 1
+        self.ended += 1
+        slot.task = None
+        task.worker = None
+        ran = slot.last_run = now - task._started_at
+        self.run_total += ran
+        if ran > self.run_max:
+            self.run_max = ran
         slot.tasks_done += 1
         if error is None:  # the common case, spared a call to _finish
             self.succeeded += 1
