@@ -513,9 +513,10 @@ def test_worker_fine_after_swallowed_cancel(
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
+@pytest.mark.parametrize("per_item", [False, True])
 @pytest.mark.parametrize("ordered", [True, False])
 def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
-    run: Run[None], ordered: bool
+    run: Run[None], ordered: bool, per_item: bool
 ) -> None:
     """An item whose coroutine raises CancelledError of its own (a future it awaited was
     cancelled by someone else) ends cancelled, as an asyncio.Task would, and is not retried:
@@ -535,7 +536,8 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
         async with AsyncPool(2) as pool:
             results = []
             with pytest.raises(cf.CancelledError):
-                async for value in pool.options(retries=2).map(item, range(2), ordered=ordered):
+                maps = pool.options(retries=2) if per_item else pool
+                async for value in maps.map(item, range(2), ordered=ordered):
                     results.append(value)
                     if value == 0:
                         await gate.await_inside(1)
@@ -545,7 +547,10 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
             assert me is not None and me.cancelling() == 0  # the consumer was not cancelled
             assert results == [0]
             stats = pool.stats()
-            assert (stats.cancelled, stats.retried, stats.closed) == (1, 0, False)
+            if per_item:
+                assert (stats.cancelled, stats.retried, stats.closed) == (1, 0, False)
+            else:  # the item's lane fails, as with any error of an item
+                assert (stats.failed, stats.cancelled, stats.closed) == (1, 0, False)
             assert await (await pool.submit(double, 21)) == 42
             assert_accounted(pool.stats())
 
@@ -672,9 +677,17 @@ def test_map_unordered_yields_in_completion_order(run: Run[None]) -> None:
     run(main())
 
 
-def test_map_unordered_yields_every_result_once(run: Run[None]) -> None:
+def mapper(pool: AsyncPool, per_item: bool) -> Any:
+    """What maps: the pool (its map runs lanes), or a view with a per-task timeout (each item
+    a task of its own, as they must be then)."""
+    return pool.options(timeout=3600) if per_item else pool
+
+
+@pytest.mark.parametrize("per_item", [False, True])
+def test_map_unordered_yields_every_result_once(run: Run[None], per_item: bool) -> None:
     """An unordered map over more items than its window: each result exactly once, whether
-    its task ends at once or after a wait, and the pool accounts for every task."""
+    its item ends at once or after a wait, and the pool accounts for every task (an item's
+    own, or a lane's)."""
 
     async def item(i: int) -> int:
         if i % 3:
@@ -683,10 +696,13 @@ def test_map_unordered_yields_every_result_once(run: Run[None]) -> None:
 
     async def main() -> None:
         async with AsyncPool(4) as pool:
-            out = [x async for x in pool.map(item, range(500), window=7, ordered=False)]
+            results = mapper(pool, per_item).map(item, range(500), window=7, ordered=False)
+            out = [x async for x in results]
             assert sorted(out) == list(range(500))
             await pool.wait()
-            assert pool.stats().succeeded == 500
+            stats = pool.stats()
+            assert stats.succeeded == stats.submitted
+            assert stats.submitted == 500 if per_item else stats.submitted < 500
 
     run(main())
 
@@ -695,24 +711,35 @@ async def anext_all(results: AsyncIterator[T]) -> list[T]:
     return [x async for x in results]
 
 
+@pytest.mark.parametrize("per_item", [False, True])
 @pytest.mark.parametrize("ordered", [True, False])
-def test_a_dropped_map_cancels_what_is_in_flight(run: Run[None], ordered: bool) -> None:
-    """Leaving the loop without aclose() or ``async with``: once the map is dropped, the tasks
-    it still had in flight are cancelled (their hooks must not keep the map alive)."""
+def test_a_dropped_map_cancels_what_is_in_flight(
+    run: Run[None], ordered: bool, per_item: bool
+) -> None:
+    """Leaving the loop without aclose() or ``async with``: once the map is dropped, what it
+    still had in flight is cancelled (the hooks of its tasks must not keep the map alive)."""
 
     async def main() -> None:
         never = asyncio.Event()
+        waiting = cancelled = 0
 
         async def item(i: int) -> int:
+            nonlocal waiting, cancelled
             if i:
-                await never.wait()
+                waiting += 1
+                try:
+                    await never.wait()
+                except asyncio.CancelledError:
+                    cancelled += 1
+                    raise
             return i
 
         async with AsyncPool(4) as pool:
-            async for _ in pool.map(item, range(100), window=4, ordered=ordered):
+            async for _ in mapper(pool, per_item).map(item, range(100), window=4, ordered=ordered):
                 break
             gc.collect()
             assert await pool.wait(timeout=10)
+            assert waiting == cancelled == 3  # and the item read after the first result: queued
             stats = pool.stats()
             assert (stats.succeeded, stats.cancelled) == (1, 4)
 
@@ -825,12 +852,13 @@ def test_map_reads_input_lazily(run: Run[None], ordered: bool) -> None:
     run(main())
 
 
+@pytest.mark.parametrize("per_item", [False, True])
 @pytest.mark.parametrize("ordered", [True, False])
 def test_map_starts_its_first_tasks_before_filling_the_window(
-    run: Run[None], ordered: bool
+    run: Run[None], ordered: bool, per_item: bool
 ) -> None:
-    """A map feeds one item per worker, lets those start, then reads the rest of its window:
-    the workers do not wait for the whole window to be read and queued."""
+    """A map starts one item per worker (a task each, or a lane each), lets those start, then
+    reads the rest of its window: the workers do not wait for the whole window to be read."""
 
     async def main() -> None:
         read = 0
@@ -848,33 +876,158 @@ def test_map_starts_its_first_tasks_before_filling_the_window(
             return x
 
         async with AsyncPool(3) as pool:
-            results = [x async for x in pool.map(item, numbers(), window=12, ordered=ordered)]
-        assert sorted(results) == list(range(40))
+            results = mapper(pool, per_item).map(item, numbers(), window=12, ordered=ordered)
+            out = [x async for x in results]
+        assert sorted(out) == list(range(40))
         assert read_when_started[:3] == [3, 3, 3]  # the first three ran before item 4 was read
 
     run(main())
 
 
+@pytest.mark.parametrize("per_item", [False, True])
 @pytest.mark.parametrize("ordered", [True, False])
-def test_map_error_cancels_the_rest(run: Run[None], ordered: bool) -> None:
-    """A failing item raises from map, and the tasks still in flight are cancelled."""
+def test_map_error_cancels_the_rest(run: Run[None], ordered: bool, per_item: bool) -> None:
+    """A failing item raises from map, and what is still in flight is cancelled: each waiting
+    item's task, or the lanes running the other items (the failed item's lane fails)."""
 
     async def main() -> None:
         gate = Gate()
 
         async def item(i: int) -> int:
             if i == 0:
+                await gate.await_inside(2)
                 raise ValueError("bad item")
             return await gate.wait(i)
 
         async with AsyncPool(3) as pool:
             with pytest.raises(ValueError, match="bad item"):
-                async for _ in pool.map(item, range(10), window=5, ordered=ordered):
+                async for _ in mapper(pool, per_item).map(
+                    item, range(10), window=5, ordered=ordered
+                ):
                     pass
             await pool.wait()
             stats = pool.stats()
             assert stats.failed == 1 and stats.succeeded == 0
             assert stats.cancelled == stats.submitted - 1
+
+    run(main())
+
+
+def test_map_lanes_give_the_worker_back_when_another_task_waits(run: Run[None]) -> None:
+    """A map's lane ends after its current item once another task waits for a worker, so the
+    task runs next (not after the map's window); the map goes on in a new lane, losing
+    nothing."""
+
+    async def main() -> None:
+        ran: list[Any] = []
+
+        async def item(i: int) -> int:
+            ran.append(i)
+            await asyncio.sleep(0)
+            return i
+
+        async def other() -> None:
+            ran.append("other")
+
+        async with AsyncPool(1) as pool:
+            results = pool.map(item, range(50))
+            assert await results.__anext__() == 0
+            task = await pool.submit(other)
+            assert [x async for x in results] == list(range(1, 50))
+            await task
+            assert ran.index("other") <= 3  # a task per item would have queued 16 before it
+            assert pool.stats().submitted > 2  # the map's first lane, then others
+
+    run(main())
+
+
+def test_map_lanes_start_nothing_while_the_pool_is_paused(run: Run[None]) -> None:
+    """Pausing the pool stops a map's lanes after the items they run; resuming goes on with
+    the rest, every item once."""
+
+    async def main() -> None:
+        started: list[int] = []
+
+        async def item(i: int) -> int:
+            started.append(i)
+            await asyncio.sleep(0)
+            return i
+
+        async with AsyncPool(2) as pool:
+            results = pool.map(item, range(40))
+            assert await results.__anext__() == 0
+            pool.pause()
+            count = len(started)
+            await settle()
+            assert len(started) == count and pool.stats().busy == 0
+            pool.resume()
+            assert [x async for x in results] == list(range(1, 40))
+            assert sorted(started) == list(range(40))
+
+    run(main())
+
+
+def test_map_lanes_run_many_items_per_task(run: Run[None]) -> None:
+    """A map run in lanes costs the pool a few tasks, not one per item: one lane per worker,
+    each running items one after another, while nothing else waits."""
+
+    async def item(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async def main() -> None:
+        async with AsyncPool(4) as pool:
+            assert [x async for x in pool.map(item, range(1000))] == list(range(1000))
+            stats = pool.stats()
+            assert stats.submitted < 100 and stats.succeeded == stats.submitted
+
+    run(main())
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_map_lanes_raise_an_input_error_in_its_place(run: Run[None], ordered: bool) -> None:
+    """An input that raises while lanes read it: the error comes in its place, after the items
+    before it if ordered (unordered, as soon as it is read); nothing fails in the pool."""
+
+    def numbers() -> Iterator[int]:
+        yield from range(3)
+        raise ValueError("bad input")
+
+    async def main() -> None:
+        async with AsyncPool(2) as pool:
+            got = []
+            with pytest.raises(ValueError, match="bad input"):
+                async for x in pool.map(double, numbers(), ordered=ordered):
+                    got.append(x)
+            if ordered:
+                assert got == [0, 2, 4]
+            else:
+                assert set(got) <= {0, 2, 4}
+            await pool.wait()
+            assert pool.stats().failed == 0
+
+    run(main())
+
+
+def test_map_lanes_end_with_pool_closed_when_the_pool_shuts_down(run: Run[None]) -> None:
+    """Shutting the pool down under a map: the lanes finish the items they run and read no
+    more, and the map, wanting more, raises PoolClosed; no item is left running."""
+
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(2)
+        results = pool.map(gate.wait, range(10))
+        consumer = asyncio.ensure_future(anext_all(results))
+        await gate.await_inside(2)
+        closing = asyncio.ensure_future(pool.shutdown(wait=True))
+        await settle()
+        gate.opened.set()
+        with pytest.raises(PoolClosed):
+            await consumer
+        await closing
+        stats = pool.stats()
+        assert stats.busy == 0 and stats.succeeded == stats.submitted
+        assert_accounted(stats)
 
     run(main())
 

@@ -306,11 +306,11 @@ class AsyncCore:
                 try:
                     call = task.fn(*task.args, **task.kwargs)
                     if not hasattr(call, "__await__"):
-                        raise _not_awaitable(task, call)
+                        raise not_awaitable(task.fn, call)
                     value = await call
                 except asyncio.CancelledError as exc:
                     if not worker.cancels:
-                        if not _cancelled_by_coroutine():
+                        if not cancelled_by_coroutine():
                             raise  # the worker itself is being cancelled
                         # The coroutine's own (a future it awaited was cancelled, say): the
                         # task ends cancelled, as an asyncio.Task does, not failed with a
@@ -503,7 +503,7 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-def _cancelled_by_coroutine() -> bool:
+def cancelled_by_coroutine() -> bool:
     """Whether a CancelledError came from the coroutine itself, not a cancel of the worker.
 
     Python 3.10 cannot tell (no ``Task.cancelling``): it treats it as a cancel of the worker.
@@ -513,9 +513,10 @@ def _cancelled_by_coroutine() -> bool:
     return cancelling is not None and cancelling() == 0
 
 
-def _not_awaitable(task: Task[Any], call: object) -> TypeError:
+def not_awaitable(fn: Callable[..., Any], call: object) -> TypeError:
+    name = getattr(fn, "__qualname__", None) or repr(fn)
     return TypeError(
-        f"{task.name} returned {type(call).__name__}, not an awaitable: AsyncPool runs "
+        f"{name} returned {type(call).__name__}, not an awaitable: AsyncPool runs "
         "coroutine functions (hand blocking work to a Pool)"
     )
 

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import threading
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, Generic, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._async_core import AsyncCore, AsyncTask
+from ._async_map import AsyncMap, open_map
 from ._engine import Scheduler
 from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._pool import ShutdownReport, _bounds, _check_args
 from ._stats import PoolStats
-from ._task import NO_KWARGS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -59,6 +57,7 @@ class AsyncPool:
         )
         self._core = AsyncCore(engine)
         self._core.observers = tuple(observers)
+        self._rate_limited = rate_limit is not None
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -174,14 +173,15 @@ class AsyncPool:
         if window < 1:
             raise ValueError(f"window must be >= 1, not {window!r}")
 
-        return AsyncMap(
+        return open_map(
             self._core,
             _callable(fn),
+            iterables,
             options,
             submit_timeout,
-            _zip(iterables),
             window=window,
             ordered=ordered,
+            rate_limited=self._rate_limited,
         )
 
     # -- waiting ------------------------------------------------------------------------------
@@ -355,224 +355,6 @@ class AsyncOptionsView:
 
     def __repr__(self) -> str:
         return f"<AsyncOptionsView {self._options!r}>"
-
-
-class AsyncMap(AsyncIterator[T]):
-    """The lazy results of ``AsyncPool.map``: at most ``window`` tasks in flight.
-
-    The input is read only as results are taken. When the consumer stops early (``aclose``,
-    leaving ``async with``, or dropping the iterator), or a result raises, the tasks still in
-    flight are cancelled.
-    """
-
-    def __init__(
-        self,
-        core: AsyncCore,
-        fn: Callable[..., Awaitable[T]],
-        options: TaskOptions,
-        submit_timeout: float | None,
-        items: Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]],
-        *,
-        window: int,
-        ordered: bool,
-    ) -> None:
-        self._core = core
-        self._fn = fn
-        self._options = options
-        self._submit_timeout = submit_timeout
-        # The input, until it ends or the map closes: a sync one is read directly (no generator
-        # between) and may be read without an await, so it is kept apart.
-        self._items: AsyncIterator[tuple[Any, ...]] | None = None
-        self._sync_items: Iterator[tuple[Any, ...]] | None = None
-        if isinstance(items, AsyncIterator):
-            self._items = items
-        else:
-            self._sync_items = items
-        self._window = window
-        self._ordered = ordered
-        self._started = False
-        self._in_order: deque[AsyncTask[T]] = deque()  # ordered: oldest first
-        self._unordered: set[AsyncTask[T]] = set()  # unordered: in flight
-        self._inbox: _Inbox[T] = _Inbox()  # unordered: where they report that they are done
-        self._busy = False  # a consumer is in __anext__
-        self._closed = False  # aclose(), an error or the consumer leaving: no more results
-        self._waiting: asyncio.Future[None] | None = None  # ordered: what the consumer awaits
-
-    async def _feed(self) -> bool:
-        """Submit the next input item, if any is left."""
-        sync_items, items = self._sync_items, self._items
-        try:
-            if sync_items is not None:
-                args = next(sync_items)
-            elif items is not None:
-                args = await items.__anext__()
-            else:
-                return False
-        except (StopIteration, StopAsyncIteration):
-            self._items = self._sync_items = None
-            return False
-        engine = self._core.engine
-        if engine.queue_size and engine.full:
-            await self._core.wait_for_room(self._submit_timeout)
-        if self._closed:  # by another coroutine while this one waited for the item or room
-            return False
-        self._submit(args)
-        return True
-
-    def _submit(self, args: tuple[Any, ...]) -> None:
-        core = self._core
-        task: AsyncTask[T] = AsyncTask(self._fn, args, NO_KWARGS, self._options, core)
-        core.submit_nowait(task)
-        if self._ordered:
-            self._in_order.append(task)
-        else:
-            self._unordered.add(task)
-            if task.done():
-                self._inbox(task)
-            else:
-                task._on_done = self._inbox
-
-    async def _start(self) -> None:
-        """Fill the window: first a task for each worker, which start at once, then the rest
-        while they run (they are queued before any worker could want them)."""
-        core = self._core
-        core.bind()  # the map feeds from this loop: the pool's
-        self._started = True
-        first = min(self._window, core.engine.max_workers)
-        for _ in range(first):
-            if not await self._feed():
-                return
-        if first < self._window:
-            await asyncio.sleep(0)  # the workers start on those
-            for _ in range(self._window - first):
-                if not await self._feed():
-                    return
-
-    async def __anext__(self) -> T:
-        if self._busy:
-            raise RuntimeError("this map is already being iterated: one consumer at a time")
-        self._busy = True
-        try:
-            if not self._started:
-                await self._start()
-            if self._ordered:
-                if not self._in_order:
-                    raise StopAsyncIteration
-                task = self._in_order[0]
-                if not task.done():
-                    # A private future: cancelling it leaves the task; aclose() resolves it.
-                    self._waiting = task._finished()
-                    try:
-                        await self._waiting
-                    finally:
-                        self._waiting = None
-                    if self._closed:
-                        raise StopAsyncIteration
-                self._in_order.popleft()
-            else:
-                if not self._unordered:
-                    raise StopAsyncIteration
-                inbox = self._inbox
-                while not inbox.done:
-                    inbox.waiter = self._core.bind().create_future()
-                    try:
-                        await inbox.waiter
-                    finally:
-                        inbox.waiter = None
-                    if self._closed:
-                        raise StopAsyncIteration
-                task = inbox.done.popleft()
-                self._unordered.discard(task)
-            # Keep the window full while the consumer works.
-            engine = self._core.engine
-            sync_items = self._sync_items
-            if sync_items is not None and not (engine.queue_size and engine.full):
-                args = next(sync_items, None)  # zip() yields tuples: None is the end
-                if args is None:
-                    self._sync_items = None
-                else:
-                    self._submit(args)
-            else:
-                await self._feed()
-            return task.result()
-        except BaseException:
-            self._cancel()
-            raise
-        finally:
-            self._busy = False
-
-    async def aclose(self) -> None:
-        """Cancel what is still in flight and read no more input. A consumer waiting in the map
-        meanwhile (in another coroutine) stops: its loop ends."""
-        self._cancel()
-
-    async def __aenter__(self) -> AsyncMap[T]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._cancel()
-
-    def _cancel(self) -> None:
-        self._items = self._sync_items = None
-        self._closed = True
-        for waiter in (self._waiting, self._inbox.waiter):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        while self._in_order:
-            self._in_order.pop().cancel()
-        while self._unordered:
-            self._unordered.pop().cancel()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nothing runs any more anyway
-            self._cancel()
-
-
-class _Inbox(Generic[T]):
-    """Where the tasks of an unordered map report that they are done (called on the loop).
-
-    It holds no reference to its map, so that a map dropped with tasks in flight is collected,
-    which cancels them.
-    """
-
-    __slots__ = ("done", "waiter")
-
-    def __init__(self) -> None:
-        self.done: deque[AsyncTask[T]] = deque()  # done, not yet returned
-        self.waiter: asyncio.Future[None] | None = None  # the consumer waits for one to be
-
-    def __call__(self, task: AsyncTask[T]) -> None:
-        self.done.append(task)
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-
-def _zip(
-    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
-) -> Iterator[tuple[Any, ...]] | AsyncIterator[tuple[Any, ...]]:
-    """Zip the inputs, to the shortest: a sync iterator if every input is sync."""
-    if not any(isinstance(it, AsyncIterable) for it in iterables):
-        return zip(*iterables)  # noqa: B905  # stops at the shortest, as Executor.map
-    return _azip(iterables)
-
-
-async def _azip(
-    iterables: tuple[Iterable[Any] | AsyncIterable[Any], ...],
-) -> AsyncIterator[tuple[Any, ...]]:
-    iterators = [
-        it.__aiter__() if isinstance(it, AsyncIterable) else _aiter(it) for it in iterables
-    ]
-    while True:
-        try:
-            yield tuple([await it.__anext__() for it in iterators])
-        except StopAsyncIteration:
-            return
-
-
-async def _aiter(iterable: Iterable[Any]) -> AsyncIterator[Any]:
-    for item in iterable:
-        yield item
 
 
 def _callable(fn: Any) -> Any:

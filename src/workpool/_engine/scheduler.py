@@ -115,6 +115,14 @@ class Scheduler:
         return 0 < self.queue_size <= self.queued + self.reserved
 
     @property
+    def contended(self) -> bool:
+        """Whether a worker that holds on to work of its own (a map's lane) should give it back
+        now: a task waits for a worker, or the pool is paused, closing or shrinking."""
+        return (
+            bool(self.queued) or self.paused or self.closed or len(self._slots) > self.max_workers
+        )
+
+    @property
     def unfinished(self) -> int:
         return self.queued + self.reserved + self.delayed + self.busy
 
