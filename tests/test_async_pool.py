@@ -941,6 +941,49 @@ def test_map_lanes_give_the_worker_back_when_another_task_waits(run: Run[None]) 
     run(main())
 
 
+def test_map_lanes_take_only_the_workers_nothing_else_wants(run: Run[None]) -> None:
+    """On a pool whose other worker runs a long task, a map starts one lane (not one per
+    worker, which would queue behind it and make the running lane give its worker up after
+    every item), and still runs every item."""
+
+    async def main() -> None:
+        gate = Gate()
+
+        async def item(i: int) -> int:
+            await asyncio.sleep(0)
+            return i
+
+        async with AsyncPool(2) as pool:
+            long = await pool.submit(gate.wait, "long")
+            await gate.await_inside(1)
+            assert [x async for x in pool.map(item, range(100))] == list(range(100))
+            stats = pool.stats()
+            assert stats.submitted == 2 and stats.busy == 1  # the long task, and one lane
+            gate.opened.set()
+            assert await long == "long"
+
+    run(main())
+
+
+def test_map_lanes_give_workers_back_when_the_pool_shrinks(run: Run[None]) -> None:
+    """Resizing the pool down under a map: its lanes end after their current items, so the
+    extra workers retire while the map goes on with the workers left."""
+
+    async def main() -> None:
+        async def item(i: int) -> int:
+            await asyncio.sleep(0)
+            return i
+
+        async with AsyncPool(4) as pool:
+            results = pool.map(item, range(200))
+            assert await results.__anext__() == 0
+            pool.resize(1)
+            assert [x async for x in results] == list(range(1, 200))
+            await until(lambda: pool.stats().workers == 1)
+
+    run(main())
+
+
 def test_map_lanes_start_nothing_while_the_pool_is_paused(run: Run[None]) -> None:
     """Pausing the pool stops a map's lanes after the items they run; resuming goes on with
     the rest, every item once."""
