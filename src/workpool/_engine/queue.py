@@ -25,20 +25,21 @@ _QUEUED = TaskState.QUEUED
 class ReadyQueue:
     """Tasks ready to run, best first. Not thread-safe: the scheduler's caller locks."""
 
-    __slots__ = ("_aging", "_fifo", "_heap")
+    __slots__ = ("_aging", "fifo", "heap")
 
     def __init__(self, aging: float) -> None:
         self._aging = aging
-        self._fifo: deque[Task[Any]] = deque()
-        self._heap: list[tuple[float, int, Task[Any]]] = []  # (key, submission order, task)
+        # Read and written directly by the scheduler for priority 0 alone (its fast path).
+        self.fifo: deque[Task[Any]] = deque()
+        self.heap: list[tuple[float, int, Task[Any]]] = []  # (key, submission order, task)
 
     def push(self, task: Task[Any], now: float) -> None:
         """Queue ``task``; ``now`` never goes back between calls (a monotonic clock)."""
         priority = task.options.priority
         if priority == 0:  # its key, aging * now, grows with every push: the deque stays sorted
-            self._fifo.append(task)
+            self.fifo.append(task)
         else:
-            heapq.heappush(self._heap, (self._aging * now - priority, task._seq, task))
+            heapq.heappush(self.heap, (self._aging * now - priority, task._seq, task))
 
     def push_back(self, tasks: list[Task[Any]]) -> None:
         """Put back tasks taken out by ``pop``, each in the place it had."""
@@ -49,12 +50,12 @@ class ReadyQueue:
                 fifo.append(task)
             else:
                 entry = (self._aging * task._enqueued_at - priority, task._seq, task)
-                heapq.heappush(self._heap, entry)
+                heapq.heappush(self.heap, entry)
         if not fifo:
             return
         # They left from the front of the deque, ahead of every task in it but those put back
         # before them: merge them with those, in the order they were all queued.
-        front = self._fifo
+        front = self.fifo
         last = max(map(_queued_order, fifo))
         while front and _queued_order(front[0]) < last:
             fifo.append(front.popleft())
@@ -63,7 +64,7 @@ class ReadyQueue:
 
     def pop(self) -> Task[Any] | None:
         """The best queued task, or None; skips tasks cancelled while they waited."""
-        fifo, heap = self._fifo, self._heap
+        fifo, heap = self.fifo, self.heap
         while True:
             if heap and (not fifo or heap[0][0] < self._aging * fifo[0]._enqueued_at):
                 task = heapq.heappop(heap)[2]
@@ -82,7 +83,7 @@ class ReadyQueue:
         return tasks
 
     def __iter__(self) -> Any:
-        return (t for t in (*self._fifo, *(e[2] for e in self._heap)) if t._wp_state is _QUEUED)
+        return (t for t in (*self.fifo, *(e[2] for e in self.heap)) if t._wp_state is _QUEUED)
 
 
 def _queued_order(task: Task[Any]) -> tuple[float, int]:

@@ -135,9 +135,12 @@ class Scheduler:
         self.submitted += 1
         if self._rate is not None:
             self._rate.refresh(now)
-        # _enqueue(), inline: this is every task's path
+        # _enqueue(), inline, and ReadyQueue.push for priority 0: this is every task's path
         task._enqueued_at = now
-        self._queue.push(task, now)
+        if task.options.priority == 0:
+            self._queue.fifo.append(task)
+        else:
+            self._queue.push(task, now)
         self.queued += 1
         if self.queued > self.waking and (self._idle or len(self._slots) < self.max_workers):
             self._refill()  # else every worker is busy: the first one done takes it
@@ -204,7 +207,14 @@ class Scheduler:
             ):
                 return self._retire(slot)
             ready = not self.paused and (self._rate is None or self._may_start(now))
-            popped = self._queue.pop() if ready else None
+            popped = None
+            if ready:
+                # ReadyQueue.pop, inline while only priority-0 tasks wait: every task's path
+                fifo = self._queue.fifo
+                if fifo and not self._queue.heap and fifo[0]._wp_state is _QUEUED:
+                    popped = fifo.popleft()
+                else:
+                    popped = self._queue.pop()
             if popped is None:
                 if ready and self.closed and not self.delayed:
                     return self._retire(slot)
