@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from .base import Backend, Interruption, WorkerHost
@@ -13,6 +14,7 @@ _REGISTRY = {
 }
 
 
+@functools.cache  # importlib.import_module at every Pool() costs a few microseconds
 def backend_class(name: str) -> type[Backend]:
     """The backend class registered as ``name``; ValueError for an unknown one."""
     try:
