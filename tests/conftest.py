@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.managers
 import os
+import signal
 import sys
 import threading
 import time
@@ -23,6 +24,12 @@ except ImportError:  # the dask extra is not installed
     pass
 else:
     _offload_executor.submit(int).result()
+
+# A shell without job control starts a background job with SIGINT ignored, and Python then
+# leaves it ignored, in this process and in every child it starts: the Ctrl-C tests would wait
+# for a signal that never comes. A handler of our own is reset to the default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 BACKENDS = ["thread", "process", "process-fork", "process-spawn"]
