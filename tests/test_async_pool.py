@@ -941,6 +941,26 @@ def test_map_lanes_give_the_worker_back_when_another_task_waits(run: Run[None]) 
     run(main())
 
 
+def test_map_lanes_are_tasks_that_items_see_as_current(run: Run[None]) -> None:
+    """An item of a map run in lanes sees its lane as ``current_task()``: one task for all the
+    items it runs, counted once in ``stats()``; a bounded queue holds lanes, not items."""
+
+    async def main() -> None:
+        ids: list[str] = []
+
+        async def item(i: int) -> int:
+            ids.append(workpool.current_task().id)
+            await asyncio.sleep(0)
+            return i
+
+        async with AsyncPool(2, queue_size=1) as pool:
+            assert [x async for x in pool.map(item, range(50))] == list(range(50))
+            stats = pool.stats()
+            assert len(set(ids)) == stats.submitted == stats.succeeded < 50
+
+    run(main())
+
+
 def test_map_lanes_take_only_the_workers_nothing_else_wants(run: Run[None]) -> None:
     """On a pool whose other worker runs a long task, a map starts one lane (not one per
     worker, which would queue behind it and make the running lane give its worker up after

@@ -177,6 +177,7 @@ class _LaneMap(AsyncMap[T]):
             lane._on_done = lanes.ended
             core.submit_nowait(lane)
             lanes.tasks.add(lane)
+            lanes.queued += 1
 
     def _cancel(self) -> None:
         self._closed = True
@@ -213,6 +214,7 @@ class _Lanes:
         "order",
         "ordered",
         "outstanding",
+        "queued",
         "stopped",
         "tasks",
         "waiter",
@@ -237,6 +239,7 @@ class _Lanes:
         self.inbox: deque[_Item] = deque()  # unordered: done, not yet taken
         self.stopped = False  # an item failed, or the map closed: read nothing more
         self.tasks: set[AsyncTask[None]] = set()  # the lanes in flight
+        self.queued = 0  # of those, the ones not started: a running lane need not yield to them
         self.waiter: asyncio.Future[None] | None = None  # the consumer waits for a result
 
     def take(self) -> _Item | None:
@@ -302,7 +305,8 @@ class _Lanes:
         before it started leaves its first item undone: that item ends cancelled."""
         self.tasks.discard(lane)
         first: _Item = lane.args[1]
-        if not first.done:
+        if not first.done:  # it never started (a lane that starts ends its first item)
+            self.queued -= 1
             self.arrived(first, cf.CancelledError())
         self.wake()
 
@@ -316,6 +320,7 @@ async def _lane(lanes: _Lanes, item: _Item, args: tuple[Any, ...]) -> None:
     """Run ``item``, then the map's next items one after another on this worker, while the map
     wants more and the pool has nothing else for the worker."""
     engine, fn, ordered, order = lanes.engine, lanes.fn, lanes.ordered, lanes.order
+    lanes.queued -= 1
     while True:
         try:
             call = fn(*args)
@@ -338,7 +343,7 @@ async def _lane(lanes: _Lanes, item: _Item, args: tuple[Any, ...]) -> None:
         item.done = True  # arrived(), inline for a success: every item's path
         if not ordered or (order and order[0] is item):  # else it waits for an older one
             lanes.arrived(item, None)
-        if lanes.outstanding >= lanes.window or engine.contended:
+        if lanes.outstanding >= lanes.window or engine.contended(lanes.queued):
             return
         # read(), inline: every item's path
         items = lanes.items

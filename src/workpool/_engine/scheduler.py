@@ -114,12 +114,15 @@ class Scheduler:
     def full(self) -> bool:
         return 0 < self.queue_size <= self.queued + self.reserved
 
-    @property
-    def contended(self) -> bool:
+    def contended(self, own_queued: int = 0) -> bool:
         """Whether a worker that holds on to work of its own (a map's lane) should give it back
-        now: a task waits for a worker, or the pool is paused, closing or shrinking."""
+        now: a task waits for a worker (other than the ``own_queued`` of that work's own), or
+        the pool is paused, closing or shrinking."""
         return (
-            bool(self.queued) or self.paused or self.closed or len(self._slots) > self.max_workers
+            self.queued > own_queued
+            or self.paused
+            or self.closed
+            or len(self._slots) > self.max_workers
         )
 
     @property
