@@ -15,12 +15,12 @@ coroutines. So a map runs *lanes* where it can::
        └──────── each result, in order or as it comes ─┘
 
 A lane is one task of the pool that runs items one after another while the map wants more
-(room in its window, no item failed) and the pool has nothing else for its worker (no task
-waiting; not paused, closing or shrinking); then it ends, and the consumer starts another as it
-takes a result. ``stats()`` counts a lane as one task (a failure if one of its items failed),
-and ``current_task()`` in an item is its lane. Each item is a task of its own where it must be:
-with a per-task ``timeout`` or ``retries``, a rate limit, observers (they see every item), or an
-async input (which lanes could not share).
+(room in its window, no item failed) and the pool has nothing else for its worker (no other
+task waiting; not paused, closing or shrinking); then it ends, and the consumer starts another
+as it takes a result. ``stats()`` counts a lane as one task (a failure if one of its items
+failed), and ``current_task()`` in an item is its lane. Each item is a task of its own where it
+must be: with a per-task ``timeout`` or ``retries``, a rate limit, observers (they see every
+item), or an async input (which lanes could not share).
 """
 
 from __future__ import annotations
