@@ -1074,19 +1074,27 @@ def test_map_lanes_raise_an_input_error_in_its_place(run: Run[None], ordered: bo
 
 def test_map_lanes_end_with_pool_closed_when_the_pool_shuts_down(run: Run[None]) -> None:
     """Shutting the pool down under a map: the lanes finish the items they run and read no
-    more, and the map, wanting more, raises PoolClosed; no item is left running."""
+    more; the map yields those results, then, wanting more, raises PoolClosed; no item is left
+    running."""
 
     async def main() -> None:
         gate = Gate()
         pool = AsyncPool(2)
         results = pool.map(gate.wait, range(10))
-        consumer = asyncio.ensure_future(anext_all(results))
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for value in results:
+                got.append(value)
+
+        consumer = asyncio.ensure_future(consume())
         await gate.await_inside(2)
         closing = asyncio.ensure_future(pool.shutdown(wait=True))
         await settle()
         gate.opened.set()
         with pytest.raises(PoolClosed):
             await consumer
+        assert got == [0, 1]
         await closing
         stats = pool.stats()
         assert stats.busy == 0 and stats.succeeded == stats.submitted

@@ -140,8 +140,11 @@ class _LaneMap(AsyncMap[T]):
                     await waiter
                 finally:
                     lanes.waiter = None
-            if len(lanes.tasks) < self._core.engine.max_workers:
-                await self._start_lanes()  # one ended: keep them going while the consumer works
+            engine = self._core.engine
+            if len(lanes.tasks) < engine.max_workers and not engine.closed:
+                # One ended: keep them going while the consumer works. (A closed pool raises
+                # PoolClosed once no lane runs and more is wanted, not before this result.)
+                await self._start_lanes()
             if item.error is not None:
                 raise item.error
             return item.value  # type: ignore[no-any-return]  # an item's value is fn's result
@@ -153,9 +156,8 @@ class _LaneMap(AsyncMap[T]):
 
     async def _start_lanes(self) -> None:
         """Start lanes, each with the next item (so none starts for nothing): up to one per
-        worker that nothing else wants, and at least one, so that the map goes on. (Queued
-        behind other tasks, lanes would make the running ones give their workers up after
-        every item.)"""
+        worker that nothing else wants, and at least one, so that the map goes on. A map
+        queues no lanes behind other work: the lanes it runs take its items meanwhile."""
         lanes, core = self._lanes, self._core
         engine = core.engine
         while (
