@@ -1103,6 +1103,36 @@ def test_map_lanes_end_with_pool_closed_when_the_pool_shuts_down(run: Run[None])
     run(main())
 
 
+def test_a_task_map_on_a_closing_pool_yields_what_it_submitted_then_raises(
+    run: Run[None],
+) -> None:
+    """A map with a task per item, on a pool shut down in the loop turn in which the map lets
+    its first tasks start: those tasks give their results, then the map, with input left,
+    raises PoolClosed (not before their results)."""
+
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(2)
+        results = pool.options(timeout=60).map(gate.wait, range(5), window=8)
+        got: list[int] = []
+
+        async def consume() -> None:
+            async for value in results:
+                got.append(value)
+
+        consumer = asyncio.ensure_future(consume())  # it submits one item per worker, yields
+        closing = asyncio.ensure_future(pool.shutdown(wait=True))  # and this runs then
+        await asyncio.sleep(0)
+        gate.opened.set()
+        with pytest.raises(PoolClosed):
+            await consumer
+        assert got == [0, 1]
+        await closing
+        assert pool.stats().succeeded == 2
+
+    run(main())
+
+
 def test_as_completed_yields_finished_tasks(run: Run[None]) -> None:
     """as_completed yields each task as it finishes, sync Pool tasks included."""
 

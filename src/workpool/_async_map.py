@@ -30,9 +30,10 @@ import concurrent.futures as cf
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 
 from ._async_core import AsyncCore, AsyncTask, cancelled_by_coroutine, not_awaitable
+from ._errors import PoolClosed
 from ._options import TaskOptions
 from ._task import NO_KWARGS
 
@@ -397,7 +398,10 @@ class _TaskMap(AsyncMap[T]):
         self._waiting: asyncio.Future[None] | None = None  # ordered: what the consumer awaits
 
     async def _feed(self) -> bool:
-        """Submit the next input item, if any is left."""
+        """Submit the next input item, if any is left and the pool takes more. (A pool closed
+        under the map is reported once the tasks in flight have given their results.)"""
+        if self._core.engine.closed:
+            return False
         sync_items, items = self._sync_items, self._items
         try:
             if sync_items is not None:
@@ -430,6 +434,22 @@ class _TaskMap(AsyncMap[T]):
             else:
                 task._on_done = self._inbox
 
+    async def _end(self) -> NoReturn:
+        """Nothing is in flight: the end of the map, or PoolClosed if the pool closed under it
+        with input left (one item is read to know)."""
+        sync_items, items = self._sync_items, self._items
+        if self._core.engine.closed:
+            try:
+                if sync_items is not None:
+                    next(sync_items)
+                    raise PoolClosed()
+                if items is not None:
+                    await items.__anext__()
+                    raise PoolClosed()
+            except (StopIteration, StopAsyncIteration):
+                self._items = self._sync_items = None
+        raise StopAsyncIteration
+
     async def _start(self) -> None:
         """Fill the window: first a task for each worker, which start at once, then the rest
         while they run (they are queued before any worker could want them)."""
@@ -453,7 +473,7 @@ class _TaskMap(AsyncMap[T]):
                 await self._start()
             if self._ordered:
                 if not self._in_order:
-                    raise StopAsyncIteration
+                    await self._end()
                 task = self._in_order[0]
                 if not task.done():
                     # A private future: cancelling it leaves the task; aclose() resolves it.
@@ -467,7 +487,7 @@ class _TaskMap(AsyncMap[T]):
                 self._in_order.popleft()
             else:
                 if not self._unordered:
-                    raise StopAsyncIteration
+                    await self._end()
                 inbox = self._inbox
                 while not inbox.done:
                     inbox.waiter = self._core.bind().create_future()
@@ -482,7 +502,9 @@ class _TaskMap(AsyncMap[T]):
             # Keep the window full while the consumer works.
             engine = self._core.engine
             sync_items = self._sync_items
-            if sync_items is not None and not (engine.queue_size and engine.full):
+            if sync_items is not None and not (
+                (engine.queue_size and engine.full) or engine.closed
+            ):
                 args = next(sync_items, None)  # zip() yields tuples: None is the end
                 if args is None:
                     self._sync_items = None
