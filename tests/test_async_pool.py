@@ -12,6 +12,7 @@ import concurrent.futures as cf
 import contextlib
 import gc
 import queue
+import random
 import signal
 import sys
 import threading
@@ -1129,6 +1130,79 @@ def test_a_task_map_on_a_closing_pool_yields_what_it_submitted_then_raises(
         assert got == [0, 1]
         await closing
         assert pool.stats().succeeded == 2
+
+    run(main())
+
+
+@pytest.mark.timeout(120)
+def test_map_randomised_runs_leave_nothing_behind(run: Run[None]) -> None:
+    """Maps of random sizes, windows and orders, in lanes or a task per item, whose consumer
+    breaks off, meets a failing item, pauses, resizes or shuts the pool down, or submits other
+    tasks meanwhile: each gives every result once (in order if asked) when it runs to its end,
+    raises only its item's error or PoolClosed, and leaves no task running, queued or
+    unaccounted for (seeded: a failure names its seed)."""
+
+    async def one(rng: random.Random) -> None:
+        pool = AsyncPool(rng.randint(1, 6), queue_size=rng.choice([0, 0, 3]))
+        n = rng.randint(0, 120)
+        fail_at = rng.choice([None, None, rng.randint(0, max(n - 1, 0))])
+        ordered = rng.random() < 0.5
+
+        async def item(i: int) -> int:
+            if rng.random() < 0.3:
+                await asyncio.sleep(0)
+            if i == fail_at:
+                raise ValueError(i)
+            return i
+
+        maps = pool.options(timeout=60) if rng.random() < 0.4 else pool
+        results = maps.map(item, range(n), ordered=ordered, window=rng.choice([None, 1, 2, 5]))
+        got: list[int] = []
+        others = []
+        closed = False
+        raised: Exception | None = None
+        try:
+            async for value in results:
+                got.append(value)
+                roll = rng.random()
+                if roll < 0.02:
+                    break
+                if roll < 0.05:
+                    others.append(await pool.submit(double, 1))
+                elif roll < 0.07:
+                    pool.pause()
+                    await asyncio.sleep(0)
+                    pool.resume()
+                elif roll < 0.08:
+                    pool.resize(rng.randint(1, 6))
+                elif roll < 0.085:
+                    await pool.shutdown(wait=False, cancel_futures=rng.random() < 0.5)
+                    closed = True
+            else:
+                if fail_at is None and not closed:
+                    assert (got if ordered else sorted(got)) == list(range(n))
+        except (ValueError, PoolClosed, cf.CancelledError) as error:
+            raised = error
+        finally:
+            await results.aclose()
+        if isinstance(raised, ValueError):
+            assert raised.args == (fail_at,)
+        elif raised is not None:
+            assert closed, raised
+        for task in others:
+            with contextlib.suppress(asyncio.CancelledError):
+                assert await task == 2
+        await asyncio.wait_for(pool.shutdown(), 10)
+        stats = pool.stats()
+        assert stats.busy == stats.queued == 0
+        assert_accounted(stats)
+
+    async def main() -> None:
+        for seed in range(300):
+            try:
+                await asyncio.wait_for(one(random.Random(seed)), 10)
+            except BaseException as error:
+                raise AssertionError(f"seed {seed}") from error
 
     run(main())
 
