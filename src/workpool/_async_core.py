@@ -34,7 +34,7 @@ from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, Wor
 from ._errors import QueueFull, TaskTimeout
 from ._events import Observer, announce, emit
 from ._options import TaskOptions
-from ._task import Task, _current
+from ._task import Task, _current, name_of
 
 T = TypeVar("T")
 
@@ -514,9 +514,8 @@ def cancelled_by_coroutine() -> bool:
 
 
 def not_awaitable(fn: Callable[..., Any], call: object) -> TypeError:
-    name = getattr(fn, "__qualname__", None) or repr(fn)
     return TypeError(
-        f"{name} returned {type(call).__name__}, not an awaitable: AsyncPool runs "
+        f"{name_of(fn)} returned {type(call).__name__}, not an awaitable: AsyncPool runs "
         "coroutine functions (hand blocking work to a Pool)"
     )
 

@@ -35,7 +35,7 @@ from typing import Any, Generic, NoReturn, TypeVar
 from ._async_core import AsyncCore, AsyncTask, cancelled_by_coroutine, not_awaitable
 from ._errors import PoolClosed
 from ._options import TaskOptions
-from ._task import NO_KWARGS
+from ._task import NO_KWARGS, name_of
 
 T = TypeVar("T")
 
@@ -116,8 +116,7 @@ class _LaneMap(AsyncMap[T]):
         window: int,
         ordered: bool,
     ) -> None:
-        name = options.name or str(getattr(fn, "__qualname__", None) or repr(fn))
-        super().__init__(core, options.merged(name=name), submit_timeout)
+        super().__init__(core, options.merged(name=options.name or name_of(fn)), submit_timeout)
         self._lanes = _Lanes(core, fn, items, window, ordered)
 
     async def __anext__(self) -> T:
@@ -273,22 +272,21 @@ class _Lanes:
         except Exception as exc:
             self.input_failed(exc)
             return None
-        item = _Item()
-        self.outstanding += 1
-        if self.ordered:
-            self.order.append(item)
-        return item, args
+        return self._counted(_Item()), args
 
     def input_failed(self, error: Exception) -> None:
         """Reading the input raised ``error``: that is the outcome of the item it would have
         been, and nothing more is read."""
         self.items = None
         self.stopped = True
-        item = _Item()
+        self.arrived(self._counted(_Item()), error)
+
+    def _counted(self, item: _Item) -> _Item:
+        """``item``, just read, counted in the window and, if ordered, in its place."""
         self.outstanding += 1
         if self.ordered:
             self.order.append(item)
-        self.arrived(item, error)
+        return item
 
     def arrived(self, item: _Item, error: BaseException | None) -> None:
         """``item`` is done (failed with ``error``, if not None): tell the consumer, if it waits

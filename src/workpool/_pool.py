@@ -17,7 +17,7 @@ from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._stats import PoolStats
 from ._streams import Batch, BatchSizer, MapStream, run_batch
-from ._task import NO_KWARGS, Task
+from ._task import NO_KWARGS, Task, name_of
 from .observe.progress import ProgressLike, map_progress
 
 P = ParamSpec("P")
@@ -70,10 +70,6 @@ def _known_length(iterables: tuple[Iterable[Any], ...]) -> int:
         return min(operator.length_hint(iterable) for iterable in iterables)
     except Exception:  # a user's broken __len__: read it as an iterator
         return 0
-
-
-def _name_of(fn: Callable[..., Any]) -> str:
-    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 @dataclass(frozen=True)
@@ -216,7 +212,7 @@ class Pool(Executor):
         core = self._core
         workers = core.engine.max_workers
         batching = chunksize != 1 and options.timeout is None and options.retries == 0
-        batch_options = options.merged(name=options.name or _name_of(fn))
+        batch_options = options.merged(name=options.name or name_of(fn))
 
         def submit(args: tuple[Any, ...]) -> Task[Any]:
             task = Task(fn, args, NO_KWARGS, options, core)

@@ -191,7 +191,7 @@ class Task(Future[T], Generic[T]):
     @property
     def name(self) -> str:
         """The task's name option, or its function's name."""
-        return self.options.name or getattr(self.fn, "__qualname__", None) or repr(self.fn)
+        return self.options.name or name_of(self.fn)
 
     @property
     def state(self) -> TaskState:
@@ -281,6 +281,11 @@ _current: ContextVar[tuple[Task[Any], int] | None] = ContextVar(
     "workpool_current_task", default=None
 )
 """The running task and its attempt number, set by the worker around each call."""
+
+
+def name_of(fn: Callable[..., Any]) -> str:
+    """What tasks of ``fn`` are called by default: its qualified name, or else its repr."""
+    return str(getattr(fn, "__qualname__", None) or repr(fn))
 
 
 def current_task() -> TaskContext:
