@@ -399,6 +399,7 @@ def make_process_pool() -> Iterator[Any]:
         {"max_memory_per_worker": 0},
         {"max_memory_per_worker": "1GB"},
         {"terminate_grace": -1},
+        {"spare_worker": "yes"},
     ],
 )
 def test_bad_process_options_are_rejected(kwargs: dict[str, Any]) -> None:
@@ -944,3 +945,114 @@ def test_long_arguments_and_results_cross_between_short_tasks(pool: workpool.Poo
     length, tail = big.result(timeout=30)
     assert (length, len(tail)) == (4 * 1024 * 1024, 5 * 1024 * 1024)
     assert [t.result(timeout=30) for t in after] == list(range(50))
+
+
+# -- the spare worker -----------------------------------------------------------------------------
+
+
+def spare_of(pool: workpool.Pool) -> Any:
+    """The process backend's spare worker standing by, if any."""
+    return pool._core.backend._spare  # type: ignore[attr-defined]
+
+
+def running_hung(pool: workpool.Pool, manager: SyncManager, timeout: float) -> workpool.Task[Any]:
+    """A task with ``timeout`` that runs until the test ends (it has been sent: it runs)."""
+    started, release = manager.Event(), manager.Event()
+    task = pool.options(timeout=timeout).submit(wait_then, started, release, None)
+    assert started.wait(30)
+    return task
+
+
+def test_a_task_with_a_timeout_has_a_spare_worker_stand_by(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """Running a task that may be killed at its deadline starts a spare process beside the
+    workers; a pool without timeouts has none."""
+    pool = make_process_pool(workers=1)
+    worker = pool.submit(pid).result(timeout=30)
+    assert spare_of(pool) is None
+    hung = running_hung(pool, manager, timeout=60)
+    spare = spare_of(pool)
+    assert spare is not None
+    wait_until(lambda: spare.child.pid is not None)
+    assert spare.child.pid != worker and spare.child.process.is_alive()
+    assert pool.stats().workers == 1  # a spare is no worker until it replaces one
+    hung.cancel()
+
+
+def test_a_stopped_worker_is_replaced_by_the_spare_started_ahead(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """The worker that replaces a killed one is the spare that stood by; another stands by."""
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    hung = running_hung(pool, manager, timeout=60)
+    spare = spare_of(pool)
+    hung.cancel()
+    with pytest.raises(CancelledError):
+        hung.result(timeout=30)
+    assert pool.submit(pid).result(timeout=30) == spare.child.pid
+    assert spare_of(pool) not in (None, spare)
+    stats = pool.stats()
+    assert stats.workers == 1 and stats.cancelled == 1 and stats.crashed == 0
+    assert_accounted(stats)
+
+
+def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """A spare killed while it stood by (the OOM killer) costs no task: a new one comes up."""
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    hung = running_hung(pool, manager, timeout=60)
+    spare = spare_of(pool)
+    wait_until(lambda: spare.child.pid is not None)
+    dead = spare.child.pid
+    os.kill(dead, signal.SIGKILL)
+    hung.cancel()
+    assert pool.submit(pid).result(timeout=30) not in (dead, None)
+    stats = pool.stats()
+    assert stats.workers == 1 and stats.crashed == 0 and stats.failed == 0
+    assert_accounted(stats)
+
+
+def test_spare_worker_false_keeps_none(make_process_pool: Any, manager: SyncManager) -> None:
+    """spare_worker=False: a pool with timeouts starts its replacements only when needed."""
+    pool = make_process_pool(workers=1, terminate_grace=0.2, spare_worker=False)
+    hung = running_hung(pool, manager, timeout=60)
+    assert spare_of(pool) is None
+    hung.cancel()
+    assert pool.submit(pid).result(timeout=30)
+    assert spare_of(pool) is None
+
+
+def test_the_spare_imports_the_modules_of_the_functions_sent_so_far(
+    make_process_pool: Any, manager: SyncManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spare unpickles the pool's functions as it waits: a replacement starts warm."""
+    imports = tmp_path / "imports"
+    (tmp_path / "warmed.py").write_text(
+        f"import os\nwith open({str(imports)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+        "def answer():\n    return 42\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import warmed  # type: ignore[import-not-found]  # written above
+
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    assert pool.submit(warmed.answer).result(timeout=30) == 42
+    hung = running_hung(pool, manager, timeout=60)
+    hung.cancel()
+    spare_pid = pool.submit(pid).result(timeout=30)  # the spare: it never ran warmed.answer
+    assert str(spare_pid) in imports.read_text().split()
+    monkeypatch.delitem(sys.modules, "warmed")
+
+
+def test_a_pool_shut_down_without_waiting_stops_its_spare(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """shutdown(wait=False) stops the spare too: nothing is left once the workers drain."""
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    hung = running_hung(pool, manager, timeout=60)
+    spare = spare_of(pool)
+    pool.shutdown(wait=False, cancel_futures=True)
+    hung.cancel()
+    assert spare.given.is_set() and spare.slot is None
+    assert spare_of(pool) is None

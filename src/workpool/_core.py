@@ -217,6 +217,7 @@ class PoolCore:
             running = engine.running_tasks() if stop_running else []
             wakeups = self._take_wakeups()
             self._wake_all_waiters()
+        self.backend.close()
         if self.observers:
             emit(self.observers, "pool_changed", "closed")
         if wakeups:

@@ -18,6 +18,7 @@ trace.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import pickle
@@ -313,8 +314,10 @@ def main(
     measure_rss: bool,
     start_method: str,
     dispatch: Dispatch,
+    warm: tuple[bytes, ...] = (),
 ) -> None:
-    """The worker process's entry point."""
+    """The worker process's entry point. ``warm``: functions to unpickle once ready (``named``),
+    so that their modules are imported before a task needs them."""
     # Ctrl-C reaches the whole process group; the parent decides what happens to the tasks.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if start_method == "forkserver":
@@ -328,6 +331,9 @@ def main(
         conn.send_bytes(_reply(False, exc, traceback.format_exc(), 0))
         return
     conn.send_bytes(READY)
+    for name in warm:
+        with contextlib.suppress(Exception):  # gone since: a task that sends it fails as usual
+            named(name)
     _serve(conn, measure_rss, dispatch)
 
 

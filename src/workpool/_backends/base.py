@@ -123,6 +123,9 @@ class Backend(ABC):
         error.__cause__ = fault
         self.host.lost(slot, error)
 
+    def close(self) -> None:  # noqa: B027  # optional: most backends keep nothing for later
+        """The pool accepts no more tasks: let go of whatever was kept for later ones."""
+
     @abstractmethod
     def join(self, timeout: float | None) -> bool:
         """After the pool closed: wait for the workers to exit; False if some still run."""

@@ -40,6 +40,7 @@ from typing import Any
 from .._engine import RETIRE, Next, SlotState, WorkerSlot
 from .._engine.scheduler import AHEAD_MAX
 from .._errors import WorkerCrashed
+from .._events import logger
 from .._task import Task
 from ..observe.carrier import is_traced, trace_carrier
 from . import _child
@@ -149,8 +150,27 @@ class _Child:
         return None if self.process is None else self.process.pid
 
 
+class _Spare:
+    """A worker started before any slot needs it: its proxy thread boots the child, then
+    waits for ``start`` to give it a slot (``None``: stop)."""
+
+    __slots__ = ("child", "given", "key", "slot", "thread")
+
+    def __init__(self, key: int) -> None:
+        self.child = _Child()
+        self.key = key  # its proxy's key in ``_proxies`` until it has a slot: below zero
+        self.given = threading.Event()
+        self.slot: WorkerSlot | None = None
+        self.thread: threading.Thread | None = None
+
+
 class ProcessBackend(Backend):
-    """Workers are child processes, supervised by one proxy thread each."""
+    """Workers are child processes, supervised by one proxy thread each.
+
+    A pool that stops its workers (a task's ``timeout``, a running task cancelled) keeps one
+    *spare* worker started ahead (``spare_worker=False``: none), so that the worker that replaces
+    a killed one is ready at once instead of after a process start (a few milliseconds).
+    """
 
     name = "process"
 
@@ -160,6 +180,7 @@ class ProcessBackend(Backend):
         start_method: str | None = None,
         max_memory_per_worker: int | None = None,
         terminate_grace: float = 1.0,
+        spare_worker: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -176,6 +197,8 @@ class ProcessBackend(Backend):
             )
         if not terminate_grace >= 0:
             raise ValueError(f"terminate_grace must be >= 0, not {terminate_grace!r}")
+        if not isinstance(spare_worker, bool):
+            raise ValueError(f"spare_worker must be True or False, not {spare_worker!r}")
         self.start_method = method
         self.max_memory = max_memory_per_worker
         self.terminate_grace = terminate_grace
@@ -190,6 +213,14 @@ class ProcessBackend(Backend):
         )
         self._proxies: dict[int, threading.Thread] = {}
         self._children: dict[int, _Child] = {}
+        # The spare worker: wanted once the pool stops a worker (never, if not allowed); at
+        # most one at a time; none once the pool closed.
+        self._spare_allowed = spare_worker
+        self._spare_wanted = False
+        self._spare: _Spare | None = None
+        self._spare_lock = threading.Lock()
+        self._spares = itertools.count(1)
+        self._closed = False
         _live_backends.add(self)
 
     @staticmethod
@@ -197,6 +228,18 @@ class ProcessBackend(Backend):
         return os.cpu_count() or 1
 
     def start(self, slot: WorkerSlot) -> None:
+        spare = self._claim_spare()
+        if spare is not None:
+            assert spare.thread is not None
+            slot.handle = spare.child
+            self._proxies[slot.id] = spare.thread
+            self._children[slot.id] = spare.child
+            self._proxies.pop(spare.key, None)
+            self._children.pop(spare.key, None)
+            spare.slot = slot
+            spare.given.set()
+            self._keep_spare()
+            return
         child = slot.handle = _Child()
         proxy = threading.Thread(
             target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
@@ -225,6 +268,7 @@ class ProcessBackend(Backend):
             child.stopping = why
             child.kill_at = time.monotonic() + self.terminate_grace
         _signal(child, kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
+        self._want_spare()
 
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -257,27 +301,109 @@ class ProcessBackend(Backend):
 
     def _boot(self, slot: WorkerSlot, child: _Child) -> bool:
         """Start the child and wait for its initializer; False if the worker never came up."""
+        error = self._start_child(child)
+        if error is not None:
+            self.host.broken(slot, error)
+        return error is None
+
+    def _start_child(self, child: _Child, warm: tuple[bytes, ...] = ()) -> BaseException | None:
+        """Start ``child`` and wait for its initializer: None, or why it never came up.
+
+        ``warm``: functions (pickled by name) for it to unpickle once it is up, importing their
+        modules before a task needs them."""
         try:
-            self._launch(child)
+            self._launch(child, warm)
             assert child.conn is not None
             reply = child.conn.recv_bytes()
         except BaseException as exc:
             if child.process is None and isinstance(exc, Exception):  # fork, pipe, forkserver
                 error = WorkerCrashed(reason=f"not started: {type(exc).__name__}: {exc}")
                 error.__cause__ = exc
-                exc = error
-            elif isinstance(exc, (EOFError, OSError)):
-                exc = WorkerCrashed(pid=child.pid, exitcode=_reap(child), reason="at start-up")
-            self.host.broken(slot, exc)
-            return False
+                return error
+            if isinstance(exc, (EOFError, OSError)):
+                return WorkerCrashed(pid=child.pid, exitcode=_reap(child), reason="at start-up")
+            return exc
         if reply != _child.READY:
             _, error, tb, _ = pickle.loads(reply)
             error.__cause__ = RemoteTraceback(tb)
-            self.host.broken(slot, error)
-            return False
-        return True
+            return error  # type: ignore[no-any-return]
+        return None
 
-    def _launch(self, child: _Child) -> None:
+    # -- the spare worker ---------------------------------------------------------------------
+
+    def _want_spare(self) -> None:
+        """This pool stops workers: have a spare ready for the next replacement from now on."""
+        if self._spare_allowed and not self._spare_wanted:
+            self._spare_wanted = True
+            self._keep_spare()
+
+    def _keep_spare(self) -> None:
+        """Start a spare worker if one is wanted and none is there."""
+        if not self._spare_wanted:
+            return
+        with self._spare_lock:  # started under it, so that join() never sees it unstarted
+            if self._spare is not None or self._closed:
+                return
+            spare = _Spare(-next(self._spares))
+            spare.thread = threading.Thread(
+                target=self._stand_by, args=(spare,), name="workpool-process-spare", daemon=True
+            )
+            self._proxies[spare.key] = spare.thread
+            self._children[spare.key] = spare.child
+            try:
+                spare.thread.start()
+            except Exception:  # no thread to be had: the next replacement starts as usual
+                del self._proxies[spare.key], self._children[spare.key]
+                logger.exception("workpool could not start a spare worker")
+                return
+            self._spare = spare
+
+    def _claim_spare(self) -> _Spare | None:
+        """The spare worker, for a slot to start (booted or still booting), if there is one."""
+        if self._spare is None:
+            return None
+        with self._spare_lock:
+            spare, self._spare = self._spare, None
+        return spare
+
+    def close(self) -> None:
+        """The pool is closed: the spare, if any, stops, and none starts any more."""
+        with self._spare_lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.given.set()  # with no slot: stop
+
+    def _stand_by(self, spare: _Spare) -> None:
+        """The spare's proxy thread: boot, wait for a slot, then serve it as any proxy."""
+        child = spare.child
+        slot = None
+        try:
+            # Warm: it imports the modules of the functions sent so far, as it waits.
+            error = self._start_child(child, warm=tuple(_NAMES.values()))
+            spare.given.wait()
+            slot = spare.slot
+            if slot is None:
+                return
+            if error is not None or not _alive(child):
+                # It never came up, or died as it waited (the OOM killer?): start another as
+                # any new worker, whose failure is the pool's to hear of.
+                _stop(child, 0.0)
+                if not self._boot(slot, child):
+                    return
+            self._serve(slot, child)
+        except Exception as fault:  # the pool's own, not a task's
+            if slot is None:
+                logger.exception("workpool: the spare worker failed")
+            else:
+                self.failed(slot, fault, "proxy thread", child.current or slot.task, child.pid)
+        finally:
+            _stop(child, self.terminate_grace)
+            key = spare.key if slot is None else slot.id
+            self._children.pop(key, None)
+            self._proxies.pop(key, None)
+
+    def _launch(self, child: _Child, warm: tuple[bytes, ...] = ()) -> None:
         ours, theirs = self._context.Pipe()
         child.dispatch = _child.Dispatch.create(self._context)
         child.unsent.clear()
@@ -292,6 +418,7 @@ class ProcessBackend(Backend):
             self.max_memory is not None,
             self.start_method,
             child.dispatch,
+            warm,
         )
         process = self._context.Process(  # type: ignore[attr-defined]  # every context has it
             target=_child.main, args=args, name="workpool-worker"
@@ -355,6 +482,8 @@ class ProcessBackend(Backend):
             return host.done(slot, task, None, CancelledError())
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
+        if not self._spare_wanted and task.options.timeout is not None:
+            self._want_spare()  # it may be killed at its deadline (after _pickle: see _stand_by)
         try:  # noqa: SIM105  # contextlib.suppress costs two Python calls a task
             _send(child.conn, payload, self._ahead(slot, child))
         except OSError:
