@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import pickle
 from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
 
-from workpool import PoolClosed, RetryPolicy, TaskOptions, TaskState, TaskTimeout, WorkerCrashed
+from workpool import (
+    PoolClosed,
+    PoolStats,
+    RetryPolicy,
+    TaskOptions,
+    TaskState,
+    TaskTimeout,
+    WorkerCrashed,
+)
 from workpool._engine import RETIRE, Directive, Outcome, Scheduler, SlotState, WorkerSlot, scheduler
 from workpool._task import Task
 
@@ -402,6 +412,21 @@ def test_wait_and_run_figures_accumulate() -> None:
     stats = s.stats()
     assert stats.queue_wait_total == 2.0 and stats.run_time_total == 3.0
     assert stats.queue_wait_mean == 2.0 and stats.run_time_mean == 3.0
+
+
+def test_stats_is_a_whole_frozen_snapshot_equal_to_one_built_as_usual() -> None:
+    """The scheduler's fast-built snapshot has every field, equals one built through
+    ``__init__``, hashes alike, pickles, and refuses changes."""
+    s = engine(2)
+    s.submit(make_task(), 0.0)
+    stats = s.stats()
+    usual = PoolStats(**{f.name: getattr(stats, f.name) for f in dataclasses.fields(PoolStats)})
+    assert vars(stats) == dataclasses.asdict(usual)
+    assert stats == usual and hash(stats) == hash(usual) and repr(stats) == repr(usual)
+    assert pickle.loads(pickle.dumps(stats)) == stats
+    assert dataclasses.replace(stats, queued=0) != stats
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        stats.queued = 0  # type: ignore[misc]
 
 
 def test_recycle_flag_retires_the_worker_after_its_task() -> None:

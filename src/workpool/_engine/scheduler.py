@@ -494,30 +494,32 @@ class Scheduler:
     # -- snapshot -----------------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
-        return PoolStats(
-            workers=len(self._slots),
-            idle=len(self._idle),
-            busy=self.busy,
-            queued=self.queued + self.reserved,
-            delayed=self.delayed,
-            submitted=self.submitted,
-            succeeded=self.succeeded,
-            failed=self.failed,
-            cancelled=self.cancelled,
-            timed_out=self.timed_out,
-            retried=self.retried,
-            crashed=self.crashed,
-            abandoned=self.lost_alive,
-            paused=self.paused,
-            closed=self.closed,
-            min_workers=self.min_workers,
-            max_workers=self.max_workers,
-            queue_wait_total=self.wait_total,
-            queue_wait_max=self.wait_max,
-            run_time_total=self.run_total,
-            run_time_max=self.run_max,
-            started=self.started,
-            ended=self.ended,
+        return PoolStats._of(
+            {
+                "workers": len(self._slots),
+                "idle": len(self._idle),
+                "busy": self.busy,
+                "queued": self.queued + self.reserved,
+                "delayed": self.delayed,
+                "submitted": self.submitted,
+                "succeeded": self.succeeded,
+                "failed": self.failed,
+                "cancelled": self.cancelled,
+                "timed_out": self.timed_out,
+                "retried": self.retried,
+                "crashed": self.crashed,
+                "abandoned": self.lost_alive,
+                "paused": self.paused,
+                "closed": self.closed,
+                "min_workers": self.min_workers,
+                "max_workers": self.max_workers,
+                "queue_wait_total": self.wait_total,
+                "queue_wait_max": self.wait_max,
+                "run_time_total": self.run_total,
+                "run_time_max": self.run_max,
+                "started": self.started,
+                "ended": self.ended,
+            }
         )
 
     def running_tasks(self) -> list[Task[Any]]:
