@@ -1014,6 +1014,38 @@ def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(
     assert_accounted(stats)
 
 
+def test_a_crash_has_a_spare_stand_by_for_the_next_one(make_process_pool: Any) -> None:
+    """After a worker died under its task, the pool keeps a spare for the next loss."""
+    pool = make_process_pool(workers=1)
+    assert spare_of(pool) is None
+    with pytest.raises(WorkerCrashed):
+        pool.submit(exit_with, 3).result(timeout=30)
+    spare = spare_of(pool)
+    assert spare is not None
+    with pytest.raises(WorkerCrashed):
+        pool.submit(exit_with, 4).result(timeout=30)
+    assert pool.submit(pid).result(timeout=30) == spare.child.pid
+    assert pool.stats().crashed == 2
+
+
+def test_an_autoscaling_pool_lets_its_spare_go_when_idle(
+    make_process_pool: Any, manager: SyncManager
+) -> None:
+    """A spare unused for idle_timeout stops, as an idle worker retires; the next loss of a
+    worker starts another."""
+    pool = workpool.Pool(
+        min_workers=0, max_workers=1, idle_timeout=0.2, backend="process", terminate_grace=0.2
+    )
+    try:
+        hung = running_hung(pool, manager, timeout=60)
+        spare = spare_of(pool)
+        wait_until(lambda: spare_of(pool) is None and not spare.thread.is_alive())
+        hung.cancel()
+        assert pool.submit(pid).result(timeout=30) and spare_of(pool) is not None
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
 def test_spare_worker_false_keeps_none(make_process_pool: Any, manager: SyncManager) -> None:
     """spare_worker=False: a pool with timeouts starts its replacements only when needed."""
     pool = make_process_pool(workers=1, terminate_grace=0.2, spare_worker=False)

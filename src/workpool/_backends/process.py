@@ -161,9 +161,9 @@ class _Spare:
 class ProcessBackend(Backend):
     """Workers are child processes, supervised by one proxy thread each.
 
-    A pool that stops its workers (a task's ``timeout``, a running task cancelled) keeps one
-    *spare* worker started ahead (``spare_worker=False``: none), so that the worker that replaces
-    a killed one is ready at once instead of after a process start (a few milliseconds).
+    A pool that loses its workers (a task's ``timeout``, a running task cancelled, a crash) keeps
+    one *spare* worker started ahead (``spare_worker=False``: none), so that the worker that
+    replaces the next one lost is ready at once instead of after a process start (milliseconds).
     """
 
     name = "process"
@@ -234,15 +234,15 @@ class ProcessBackend(Backend):
             self._children.pop(spare.key, None)
             spare.slot = slot
             spare.given.set()
-            self._keep_spare()
-            return
-        child = slot.handle = _Child()
-        proxy = threading.Thread(
-            target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
-        )
-        self._proxies[slot.id] = proxy
-        self._children[slot.id] = child
-        proxy.start()
+        else:
+            child = slot.handle = _Child()
+            proxy = threading.Thread(
+                target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
+            )
+            self._proxies[slot.id] = proxy
+            self._children[slot.id] = child
+            proxy.start()
+        self._keep_spare()
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.parker.wake()
@@ -328,7 +328,7 @@ class ProcessBackend(Backend):
     # -- the spare worker ---------------------------------------------------------------------
 
     def _want_spare(self) -> None:
-        """This pool stops workers: have a spare ready for the next replacement from now on."""
+        """This pool loses workers: have a spare ready for the next replacement from now on."""
         if self._spare_allowed and not self._spare_wanted:
             self._spare_wanted = True
             self._keep_spare()
@@ -370,6 +370,17 @@ class ProcessBackend(Backend):
         if spare is not None:
             spare.given.set()  # with no slot: stop
 
+    def _wait_for_slot(self, spare: _Spare) -> WorkerSlot | None:
+        """The slot ``spare`` is to serve; None: stop (the pool closed, or an autoscaling pool
+        found no use for it within ``idle_timeout``, as for an idle worker)."""
+        if not spare.given.wait(self.host.park_timeout()):
+            with self._spare_lock:
+                if self._spare is spare:
+                    self._spare = None  # the next start() starts another
+                    return None
+            spare.given.wait()  # claimed just now: its slot is on its way
+        return spare.slot
+
     def _stand_by(self, spare: _Spare) -> None:
         """The spare's proxy thread: boot, wait for a slot, then serve it as any proxy."""
         child = spare.child
@@ -377,8 +388,7 @@ class ProcessBackend(Backend):
         try:
             # Warm: it imports the modules of the functions sent so far, as it waits.
             error = self._start_child(child, warm=tuple(_NAMES.values()))
-            spare.given.wait()
-            slot = spare.slot
+            slot = self._wait_for_slot(spare)
             if slot is None:
                 return
             if error is not None or not _alive(child):
@@ -616,6 +626,8 @@ class ProcessBackend(Backend):
             error = None  # the pool already failed it with TaskTimeout
         else:
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
+        self._want_spare()  # first: host.lost starts the replacement (on this spare), then
+        # fails the task, by when the next spare stands by
         self.host.lost(slot, error)
 
 
