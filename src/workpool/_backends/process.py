@@ -302,11 +302,13 @@ class ProcessBackend(Backend):
             self.host.broken(slot, error)
         return error is None
 
-    def _start_child(self, child: _Child, warm: tuple[bytes, ...] = ()) -> BaseException | None:
+    def _start_child(
+        self, child: _Child, warm: tuple[bytes, ...] | None = None
+    ) -> BaseException | None:
         """Start ``child`` and wait for its initializer: None, or why it never came up.
 
-        ``warm``: functions (pickled by name) for it to unpickle once it is up, importing their
-        modules before a task needs them."""
+        ``warm``: a spare's, the functions (pickled by name) for it to unpickle once it is up,
+        importing their modules before a task needs them (``_child._warm_up``)."""
         try:
             self._launch(child, warm)
             assert child.conn is not None
@@ -409,7 +411,7 @@ class ProcessBackend(Backend):
             self._children.pop(key, None)
             self._proxies.pop(key, None)
 
-    def _launch(self, child: _Child, warm: tuple[bytes, ...] = ()) -> None:
+    def _launch(self, child: _Child, warm: tuple[bytes, ...] | None = None) -> None:
         ours, theirs = self._context.Pipe()
         child.dispatch = _child.Dispatch.create(self._context)
         child.unsent.clear()
