@@ -980,11 +980,12 @@ def test_a_task_with_a_timeout_has_a_spare_worker_stand_by(
     hung.cancel()
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn", "fork"])
 def test_a_stopped_worker_is_replaced_by_the_spare_started_ahead(
-    make_process_pool: Any, manager: SyncManager
+    make_process_pool: Any, manager: SyncManager, start_method: str
 ) -> None:
     """The worker that replaces a killed one is the spare that stood by; another stands by."""
-    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    pool = make_process_pool(workers=1, terminate_grace=0.2, start_method=start_method)
     hung = running_hung(pool, manager, timeout=60)
     spare = spare_of(pool)
     hung.cancel()
@@ -1028,11 +1029,9 @@ def test_a_crash_has_a_spare_stand_by_for_the_next_one(make_process_pool: Any) -
     assert pool.stats().crashed == 2
 
 
-def test_an_autoscaling_pool_lets_its_spare_go_when_idle(
-    make_process_pool: Any, manager: SyncManager
-) -> None:
-    """A spare unused for idle_timeout stops, as an idle worker retires; the next loss of a
-    worker starts another."""
+def test_an_autoscaling_pool_lets_its_spare_go_when_idle(manager: SyncManager) -> None:
+    """A spare unused for idle_timeout stops, as an idle worker retires; the next worker the
+    pool starts brings another."""
     pool = workpool.Pool(
         min_workers=0, max_workers=1, idle_timeout=0.2, backend="process", terminate_grace=0.2
     )
