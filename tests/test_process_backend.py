@@ -992,7 +992,7 @@ def test_a_stopped_worker_is_replaced_by_the_spare_started_ahead(
     with pytest.raises(CancelledError):
         hung.result(timeout=30)
     assert pool.submit(pid).result(timeout=30) == spare.child.pid
-    assert spare_of(pool) not in (None, spare)
+    wait_until(lambda: spare_of(pool) not in (None, spare))  # started once the worker idles
     stats = pool.stats()
     assert stats.workers == 1 and stats.cancelled == 1 and stats.crashed == 0
     assert_accounted(stats)
@@ -1008,6 +1008,7 @@ def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(
     wait_until(lambda: spare.child.pid is not None)
     dead = spare.child.pid
     os.kill(dead, signal.SIGKILL)
+    wait_until(lambda: _dead(dead))
     hung.cancel()
     assert pool.submit(pid).result(timeout=30) not in (dead, None)
     stats = pool.stats()
@@ -1021,8 +1022,8 @@ def test_a_crash_has_a_spare_stand_by_for_the_next_one(make_process_pool: Any) -
     assert spare_of(pool) is None
     with pytest.raises(WorkerCrashed):
         pool.submit(exit_with, 3).result(timeout=30)
+    wait_until(lambda: spare_of(pool) is not None)  # started after the task failed
     spare = spare_of(pool)
-    assert spare is not None
     with pytest.raises(WorkerCrashed):
         pool.submit(exit_with, 4).result(timeout=30)
     assert pool.submit(pid).result(timeout=30) == spare.child.pid
@@ -1033,14 +1034,15 @@ def test_an_autoscaling_pool_lets_its_spare_go_when_idle(manager: SyncManager) -
     """A spare unused for idle_timeout stops, as an idle worker retires; the next worker the
     pool starts brings another."""
     pool = workpool.Pool(
-        min_workers=0, max_workers=1, idle_timeout=0.2, backend="process", terminate_grace=0.2
+        min_workers=0, max_workers=1, idle_timeout=1.0, backend="process", terminate_grace=0.2
     )
     try:
         hung = running_hung(pool, manager, timeout=60)
         spare = spare_of(pool)
         wait_until(lambda: spare_of(pool) is None and not spare.thread.is_alive())
         hung.cancel()
-        assert pool.submit(pid).result(timeout=30) and spare_of(pool) is not None
+        assert pool.submit(pid).result(timeout=30)
+        wait_until(lambda: spare_of(pool) is not None)  # started once the worker idles
     finally:
         pool.shutdown(cancel_futures=True)
 

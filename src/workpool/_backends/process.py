@@ -164,6 +164,8 @@ class ProcessBackend(Backend):
     A pool that loses its workers (a task's ``timeout``, a running task cancelled, a crash) keeps
     one *spare* worker started ahead (``spare_worker=False``: none), so that the worker that
     replaces the next one lost is ready at once instead of after a process start (milliseconds).
+    ``start`` hands a slot to the spare; the next spare starts when a worker goes idle, or when a
+    task with a timeout starts, never on the way to failing a task and replacing its worker.
     """
 
     name = "process"
@@ -234,15 +236,14 @@ class ProcessBackend(Backend):
             self._children.pop(spare.key, None)
             spare.slot = slot
             spare.given.set()
-        else:
-            child = slot.handle = _Child()
-            proxy = threading.Thread(
-                target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
-            )
-            self._proxies[slot.id] = proxy
-            self._children[slot.id] = child
-            proxy.start()
-        self._keep_spare()
+            return  # the next spare starts once a worker is idle (see _serve)
+        child = slot.handle = _Child()
+        proxy = threading.Thread(
+            target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
+        )
+        self._proxies[slot.id] = proxy
+        self._children[slot.id] = child
+        proxy.start()
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.parker.wake()
@@ -264,7 +265,9 @@ class ProcessBackend(Backend):
             child.stopping = why
             child.kill_at = time.monotonic() + self.terminate_grace
         _signal(child, kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
-        self._want_spare()
+        # From now on a spare stands by; the first starts once a worker is idle (see _serve),
+        # not here, on the way to failing the task and starting a replacement.
+        self._spare_wanted = self._spare_allowed
 
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -331,7 +334,7 @@ class ProcessBackend(Backend):
 
     def _want_spare(self) -> None:
         """This pool loses workers: have a spare ready for the next replacement from now on."""
-        if self._spare_allowed and not self._spare_wanted:
+        if self._spare_allowed:
             self._spare_wanted = True
             self._keep_spare()
 
@@ -450,6 +453,8 @@ class ProcessBackend(Backend):
         while task is not RETIRE:
             if task is not None:
                 task = self._run(slot, child, task)
+                if task is None and self._spare is None and self._spare_wanted:
+                    self._keep_spare()  # idle now: the next spare starts while nothing waits
                 continue
             task = child.parker.park(host, slot)
             if task is not None and task is not RETIRE and not _alive(child):
@@ -490,7 +495,7 @@ class ProcessBackend(Backend):
             return host.done(slot, task, None, CancelledError())
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
-        if not self._spare_wanted and task.options.timeout is not None:
+        if self._spare is None and task.options.timeout is not None:
             self._want_spare()  # it may be killed at its deadline (after _pickle: see _stand_by)
         try:  # noqa: SIM105  # contextlib.suppress costs two Python calls a task
             _send(child.conn, payload, self._ahead(slot, child))
@@ -628,9 +633,8 @@ class ProcessBackend(Backend):
             error = None  # the pool already failed it with TaskTimeout
         else:
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
-        self._want_spare()  # first: host.lost starts the replacement (on this spare), then
-        # fails the task, by when the next spare stands by
         self.host.lost(slot, error)
+        self._want_spare()  # its tasks crash workers: have the next replacement ready
 
 
 _NAMES: dict[Any, bytes] = {}
