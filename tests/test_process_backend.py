@@ -1031,8 +1031,8 @@ def test_a_crash_has_a_spare_stand_by_for_the_next_one(make_process_pool: Any) -
 
 
 def test_an_autoscaling_pool_lets_its_spare_go_when_idle(manager: SyncManager) -> None:
-    """A spare unused for idle_timeout stops, as an idle worker retires; the next worker the
-    pool starts brings another."""
+    """A spare unused for idle_timeout stops, as an idle worker retires; a worker that goes
+    idle after a task starts another."""
     pool = workpool.Pool(
         min_workers=0, max_workers=1, idle_timeout=1.0, backend="process", terminate_grace=0.2
     )

@@ -381,7 +381,7 @@ class ProcessBackend(Backend):
         if not spare.given.wait(self.host.park_timeout()):
             with self._spare_lock:
                 if self._spare is spare:
-                    self._spare = None  # the next start() starts another
+                    self._spare = None  # a worker going idle starts another
                     return None
             spare.given.wait()  # claimed just now: its slot is on its way
         return spare.slot
