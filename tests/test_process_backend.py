@@ -1016,6 +1016,25 @@ def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(
     assert_accounted(stats)
 
 
+def test_a_spare_whose_start_failed_still_serves_when_taken(
+    make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (seen once in a full run): reading the functions to warm raised "dictionary
+    changed size during iteration", the spare's thread ended, and the worker that took its
+    place never came. A spare that fails before it waits still takes its slot, started anew."""
+
+    def changed_size() -> tuple[bytes, ...]:
+        raise RuntimeError("dictionary changed size during iteration")
+
+    monkeypatch.setattr(process_backend, "_sent_names", changed_size)
+    pool = make_process_pool(workers=1, terminate_grace=0.2)
+    hung = running_hung(pool, manager, timeout=60)
+    spare = spare_of(pool)
+    hung.cancel()
+    assert pool.submit(pid).result(timeout=10) == spare.child.pid
+    assert_accounted(pool.stats())
+
+
 def test_a_crash_has_a_spare_stand_by_for_the_next_one(make_process_pool: Any) -> None:
     """After a worker died under its task, the pool keeps a spare for the next loss."""
     pool = make_process_pool(workers=1)

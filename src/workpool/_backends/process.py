@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import json
 import multiprocessing
 import multiprocessing.util
 import os
@@ -43,12 +42,9 @@ from .._errors import WorkerCrashed
 from .._events import logger
 from .._task import Task
 from ..observe.carrier import is_traced, trace_carrier
-from . import _child
+from . import _child, _forkserver
 from ._parking import Parker
 from .base import Backend, Interruption
-
-_MAIN_ENV = "WORKPOOL_FORKSERVER_MAIN"
-"""Where the forkserver learns the main script's path (``_main_preload``)."""
 
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
@@ -202,7 +198,7 @@ class ProcessBackend(Backend):
         self.terminate_grace = terminate_grace
         self._context = multiprocessing.get_context(method)
         if method == "forkserver":
-            _preload_in_forkserver()
+            _forkserver.preload()
         # A forked child inherits every descriptor open at that moment: starting children one
         # at a time keeps each child's end of its pipe out of the others, so EOF means death.
         self._spawn_lock = threading.Lock()
@@ -391,8 +387,11 @@ class ProcessBackend(Backend):
         child = spare.child
         slot = None
         try:
-            # Warm: it imports the modules of the functions sent so far, as it waits.
-            error = self._start_child(child, warm=tuple(_NAMES.values()))
+            try:  # whatever fails here, it waits: a spare that start() takes must serve
+                # Warm: it imports the modules of the functions sent so far, as it waits.
+                error = self._start_child(child, warm=_sent_names())
+            except Exception as fault:
+                error = fault
             slot = self._wait_for_slot(spare)
             if slot is None:
                 return
@@ -437,7 +436,7 @@ class ProcessBackend(Backend):
         with self._spawn_lock:
             try:
                 if self.start_method == "forkserver":
-                    _start_forkserver()
+                    _forkserver.start()
                 process.start()
             except BaseException:
                 ours.close()  # never started: nothing to stop or reap
@@ -648,6 +647,13 @@ _NAMED_TYPES = (FunctionType, BuiltinFunctionType)
 """Functions written in Python, and in C (``abs``, ``math.sqrt``): both hash by identity."""
 
 
+def _sent_names() -> tuple[bytes, ...]:
+    """The pickles in ``_NAMES``, which other proxies may add to meanwhile: iterating the dict
+    itself can fail ("changed size during iteration": an allocation may run the garbage
+    collector, and its finalizers let other threads run); its copy is taken in one step."""
+    return tuple(_NAMES.copy().values())
+
+
 def _by_name(fn: Any) -> bytes | None:
     """``fn``'s pickle if it is a module-level function (the child unpickles each once and
     keeps it: see ``_child.named``), else None: it travels in the task's message."""
@@ -717,66 +723,6 @@ def _take_back(child: _Child, numbers: list[int]) -> bool:
         # before it died is all that can have started.
         return bool(dispatch.seen.value < numbers[0])
     return dispatch.take_back(numbers, _RECALL_WAIT)
-
-
-def _preload_in_forkserver() -> None:
-    """Have the forkserver import workpool once, so that each worker it forks starts warm.
-
-    Without it every worker imports workpool anew (a few hundred milliseconds on a busy machine).
-    Too late once the server runs; the user's own preload list is kept. Where that list names
-    ``__main__`` (the default), the main script is preloaded too (see ``_main_preload``).
-    """
-    global _preloaded
-    from multiprocessing import forkserver
-
-    server = forkserver._forkserver
-    current = getattr(server, "_preload_modules", None)
-    if current is not None and current is _preloaded:
-        return  # as we left it (a new list if anyone set it since): every Pool() passes here
-    modules = list(current or ["__main__"])
-    wanted = [m for m in (*_WORKER_MODULES, _main_preload) if m not in modules]
-    if _main_preload in wanted and "__main__" not in modules:
-        wanted.remove(_main_preload)
-    if wanted:
-        forkserver.set_forkserver_preload([*modules, *wanted])
-    _preloaded = getattr(server, "_preload_modules", None)
-
-
-_preloaded: list[str] | None = None
-"""The forkserver's preload list as ``_preload_in_forkserver`` last left it."""
-
-
-_main_preload = "workpool._backends._main_preload"
-
-_WORKER_MODULES = (
-    _child.__name__,
-    # What a worker imports as it unpickles its start-up arguments (its Process object, the
-    # Dispatch's lock and shared values): some 8 ms per worker, each time one is replaced.
-    "multiprocessing.popen_forkserver",
-    "multiprocessing.synchronize",
-    "multiprocessing.sharedctypes",
-)
-
-
-def _start_forkserver() -> None:
-    """Start the forkserver, if it is not running, telling it where the main script is."""
-    from multiprocessing import forkserver, spawn
-
-    server = forkserver._forkserver
-    if getattr(server, "_forkserver_pid", None) is not None:  # running (or restarted if dead)
-        forkserver.ensure_running()
-        return
-    data = spawn.get_preparation_data("workpool")
-    path = data.get("init_main_from_path")
-    if path is None or _main_preload not in getattr(server, "_preload_modules", ()):
-        forkserver.ensure_running()
-        return
-    about = {"path": path, "argv": data.get("sys_argv", []), "sys_path": data["sys_path"]}
-    os.environ[_MAIN_ENV] = json.dumps(about)
-    try:
-        forkserver.ensure_running()
-    finally:
-        os.environ.pop(_MAIN_ENV, None)
 
 
 def _alive(child: _Child) -> bool:
