@@ -963,6 +963,13 @@ def running_hung(pool: workpool.Pool, manager: SyncManager, timeout: float) -> w
     return task
 
 
+def standing_by(make_pool: Any, manager: SyncManager, **kwargs: Any) -> tuple[Any, ...]:
+    """A pool of one worker running a hung task with a timeout, and the spare that stands by."""
+    pool = make_pool(workers=1, terminate_grace=0.2, **kwargs)
+    hung = running_hung(pool, manager, timeout=60)
+    return pool, hung, spare_of(pool)
+
+
 def test_a_task_with_a_timeout_has_a_spare_worker_stand_by(
     make_process_pool: Any, manager: SyncManager
 ) -> None:
@@ -985,9 +992,7 @@ def test_a_stopped_worker_is_replaced_by_the_spare_started_ahead(
     make_process_pool: Any, manager: SyncManager, start_method: str
 ) -> None:
     """The worker that replaces a killed one is the spare that stood by; another stands by."""
-    pool = make_process_pool(workers=1, terminate_grace=0.2, start_method=start_method)
-    hung = running_hung(pool, manager, timeout=60)
-    spare = spare_of(pool)
+    pool, hung, spare = standing_by(make_process_pool, manager, start_method=start_method)
     hung.cancel()
     with pytest.raises(CancelledError):
         hung.result(timeout=30)
@@ -1002,9 +1007,7 @@ def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(
     make_process_pool: Any, manager: SyncManager
 ) -> None:
     """A spare killed while it stood by (the OOM killer) costs no task: a new one comes up."""
-    pool = make_process_pool(workers=1, terminate_grace=0.2)
-    hung = running_hung(pool, manager, timeout=60)
-    spare = spare_of(pool)
+    pool, hung, spare = standing_by(make_process_pool, manager)
     wait_until(lambda: spare.child.pid is not None)
     dead = spare.child.pid
     os.kill(dead, signal.SIGKILL)
@@ -1027,9 +1030,7 @@ def test_a_spare_whose_start_failed_still_serves_when_taken(
         raise RuntimeError("dictionary changed size during iteration")
 
     monkeypatch.setattr(process_backend, "_sent_names", changed_size)
-    pool = make_process_pool(workers=1, terminate_grace=0.2)
-    hung = running_hung(pool, manager, timeout=60)
-    spare = spare_of(pool)
+    pool, hung, spare = standing_by(make_process_pool, manager)
     hung.cancel()
     assert pool.submit(pid).result(timeout=10) == spare.child.pid
     assert_accounted(pool.stats())
@@ -1101,9 +1102,7 @@ def test_a_pool_shut_down_without_waiting_stops_its_spare(
     make_process_pool: Any, manager: SyncManager
 ) -> None:
     """shutdown(wait=False) stops the spare too: nothing is left once the workers drain."""
-    pool = make_process_pool(workers=1, terminate_grace=0.2)
-    hung = running_hung(pool, manager, timeout=60)
-    spare = spare_of(pool)
+    pool, hung, spare = standing_by(make_process_pool, manager)
     pool.shutdown(wait=False, cancel_futures=True)
     hung.cancel()
     assert spare.given.is_set() and spare.slot is None

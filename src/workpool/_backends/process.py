@@ -207,8 +207,8 @@ class ProcessBackend(Backend):
         )
         self._proxies: dict[int, threading.Thread] = {}
         self._children: dict[int, _Child] = {}
-        # The spare worker: wanted once the pool stops a worker (never, if not allowed); at
-        # most one at a time; none once the pool closed.
+        # The spare worker: wanted once the pool runs a timed task or loses a worker (never,
+        # if not allowed); at most one at a time; none once the pool closed.
         self._spare_allowed = spare_worker
         self._spare_wanted = False
         self._spare: _Spare | None = None
