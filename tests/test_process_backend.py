@@ -32,8 +32,9 @@ from helpers import assert_accounted, wait_until
 
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
-from workpool._backends import process as process_backend
+from workpool._backends import _pickling
 from workpool._backends._child import Frames, send_now
+from workpool._backends._handle import ChildHandle
 from workpool._engine import scheduler
 from workpool._options import DEFAULT_OPTIONS
 from workpool._task import Task
@@ -257,7 +258,7 @@ def test_task_exception_carries_the_remote_traceback(pool: workpool.Pool) -> Non
     with pytest.raises(ValueError, match="boom from the worker") as info:
         pool.submit(boom).result(timeout=30)
     cause = info.value.__cause__
-    assert isinstance(cause, process_backend.RemoteTraceback)
+    assert isinstance(cause, _pickling.RemoteTraceback)
     assert "in boom" in cause.tb and "Traceback" in str(cause)
 
 
@@ -279,29 +280,28 @@ def test_a_function_goes_by_name_only_while_its_name_leads_to_it(
     rebound to another function (a redefinition), the old one is pickled anew, as pickle would
     (whole, by cloudpickle), never sent under the name that now means something else."""
     first = version
-    assert process_backend._by_name(first) == pickle.dumps(first, pickle.HIGHEST_PROTOCOL)
-    assert process_backend._by_name(first) is process_backend._by_name(first)  # kept
+    assert _pickling.by_name(first) == pickle.dumps(first, pickle.HIGHEST_PROTOCOL)
+    assert _pickling.by_name(first) is _pickling.by_name(first)  # kept
 
     def second() -> str:
         return "second"
 
     second.__qualname__ = second.__name__ = "version"
     monkeypatch.setattr(sys.modules[__name__], "version", second)
-    assert process_backend._by_name(first) is None
-    assert process_backend._by_name(second) == pickle.dumps(second, pickle.HIGHEST_PROTOCOL)
-    assert process_backend._by_name(pid) is not None
-    assert process_backend._by_name(abs) == pickle.dumps(abs, pickle.HIGHEST_PROTOCOL)  # C
-    assert process_backend._by_name(lambda: None) is None  # not module-level
+    assert _pickling.by_name(first) is None
+    assert _pickling.by_name(second) == pickle.dumps(second, pickle.HIGHEST_PROTOCOL)
+    assert _pickling.by_name(pid) is not None
+    assert _pickling.by_name(abs) == pickle.dumps(abs, pickle.HIGHEST_PROTOCOL)  # C
+    assert _pickling.by_name(lambda: None) is None  # not module-level
+
+    def message(fn: Callable[..., Any]) -> tuple[Any, ...]:
+        """What a task of ``fn`` sends its worker (fn, name, args, kwargs, about)."""
+        return pickle.loads(_pickling.task_message(Task(fn, (), {}, DEFAULT_OPTIONS)))  # type: ignore[no-any-return]
+
+    assert message(pid)[:2] == (None, pickle.dumps(pid, pickle.HIGHEST_PROTOCOL))
+    whole, name = message(first)[:2]
+    assert name is None and whole is not first and whole() == "first"  # by value
     with workpool.Pool(1, backend="process") as pool:
-        backend = pool._core.backend
-
-        def message(fn: Callable[..., Any]) -> tuple[Any, ...]:
-            """What a task of ``fn`` sends its worker (fn, name, args, kwargs, about)."""
-            return pickle.loads(backend._pickle(Task(fn, (), {}, DEFAULT_OPTIONS)))  # type: ignore[no-any-return]
-
-        assert message(pid)[:2] == (None, pickle.dumps(pid, pickle.HIGHEST_PROTOCOL))
-        whole, name = message(first)[:2]
-        assert name is None and whole is not first and whole() == "first"  # by value
         assert pool.submit(first).result(timeout=30) == "first"
         assert pool.submit(pid).result(timeout=30) == pool.submit(pid).result(timeout=30)
         assert pool.submit(abs, -3).result(timeout=30) == 3
@@ -311,7 +311,7 @@ def test_missing_cloudpickle_names_the_extra(monkeypatch: pytest.MonkeyPatch) ->
     """Without cloudpickle, a lambda fails with a message naming workpool[process]."""
     monkeypatch.setitem(sys.modules, "cloudpickle", None)
     with pytest.raises(pickle.PicklingError, match=r"workpool\[process\]"):
-        process_backend.dumps(lambda: None)
+        _pickling.dumps(lambda: None)
 
 
 # -- hard timeouts and cancellation ---------------------------------------------------------------
@@ -870,7 +870,7 @@ def test_a_fault_in_the_proxy_fails_its_task_and_the_pool_goes_on(
     """A bug of the pool's own in a worker's proxy thread (here: sending the task raises) fails
     that task with WorkerCrashed, logged, instead of leaving it waiting forever; a new worker
     takes the next tasks."""
-    send = process_backend._send
+    send = ChildHandle.send
     faults = [RuntimeError("injected")]
 
     def failing_once(*args: Any) -> None:
@@ -878,7 +878,7 @@ def test_a_fault_in_the_proxy_fails_its_task_and_the_pool_goes_on(
             raise faults.pop()
         send(*args)
 
-    monkeypatch.setattr(process_backend, "_send", failing_once)
+    monkeypatch.setattr(ChildHandle, "send", failing_once)
     pool = make_process_pool(workers=1)
     with pytest.raises(workpool.WorkerCrashed, match="proxy thread failed: RuntimeError"):
         pool.submit(abs, -1).result(timeout=30)
@@ -1029,7 +1029,7 @@ def test_a_spare_whose_start_failed_still_serves_when_taken(
     def changed_size() -> tuple[bytes, ...]:
         raise RuntimeError("dictionary changed size during iteration")
 
-    monkeypatch.setattr(process_backend, "_sent_names", changed_size)
+    monkeypatch.setattr(_pickling, "sent_names", changed_size)
     pool, hung, spare = standing_by(make_process_pool, manager)
     hung.cancel()
     assert pool.submit(pid).result(timeout=10) == spare.child.pid

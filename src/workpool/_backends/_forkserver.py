@@ -27,7 +27,7 @@ def preload() -> None:
     ``__main__`` (the default), the main script is preloaded too (see ``_main_preload``).
     """
     global _preloaded
-    from multiprocessing import forkserver
+    import multiprocessing.forkserver as forkserver  # here: the platform may lack it
 
     server = forkserver._forkserver
     current = getattr(server, "_preload_modules", None)

@@ -13,27 +13,24 @@ task that is cancelled, is stopped by killing its child. The child is started *b
 thread*, so that the Linux parent-death signal, which follows the thread that forked, stays armed
 exactly as long as the proxy owns the child.
 
-Tasks are pickled with ``pickle``, and with ``cloudpickle`` (the ``workpool[process]`` extra)
-when plain pickling fails, as it does for lambdas and closures.
+The child's side is ``_child``; the parent's hold on each child (its pipe, the tasks sent to it,
+how it is stopped) is ``_handle``; how a task is pickled for it, ``_pickling``.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
+import functools
 import itertools
 import multiprocessing
-import multiprocessing.util
+import multiprocessing.util  # its exit hook is registered before ours: see _kill_leftovers
 import os
 import pickle
-import sys
 import threading
 import time
 import weakref
-from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError
-from multiprocessing.connection import Connection
-from types import BuiltinFunctionType, FunctionType
 from typing import Any
 
 from .._engine import RETIRE, Next, SlotState, WorkerSlot
@@ -41,103 +38,26 @@ from .._engine.scheduler import AHEAD_MAX
 from .._errors import WorkerCrashed
 from .._events import logger
 from .._task import Task
-from ..observe.carrier import is_traced, trace_carrier
-from . import _child, _forkserver
-from ._parking import Parker
-from .base import Backend, Interruption
+from ..observe.carrier import is_traced
+from . import _child, _forkserver, _pickling
+from ._handle import AHEAD_MAX_BYTES, ChildHandle
+from ._pickling import RemoteTraceback, dumps, task_message
+from .base import Backend, Interruption, WorkerHost
 
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
 
-_AHEAD_MAX_BYTES = 32 * 1024 if sys.platform == "linux" else 2 * 1024
-"""The tasks sent ahead must fit in the pipe's buffer together, so that sending never waits
-for the child (a socket pair buffers at least 200 KiB on Linux, 8 KiB on macOS)."""
-
 _NUMBER_SIZE = _child.NUMBER.size
-
-_RECALL_WAIT = 0.1
-"""How long ``recall`` waits for the child's dispatch lock (held by a child killed under it?)."""
 
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 
 
-class RemoteTraceback(Exception):
-    """The worker process's traceback, chained as the ``__cause__`` of a task's exception."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
+@functools.cache
+def _start_methods() -> tuple[str, ...]:
+    return tuple(multiprocessing.get_all_start_methods())  # the platform's: they never change
 
 
-def dumps(obj: Any) -> bytes:
-    """Pickle ``obj``; fall back to cloudpickle for what plain pickle refuses (lambdas...)."""
-    try:
-        return pickle.dumps(obj, pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        try:
-            import cloudpickle  # type: ignore[import-untyped]  # ships no type hints
-        except ImportError:
-            raise pickle.PicklingError(
-                f"{exc}; to send lambdas and closures to worker processes, "
-                "pip install 'workpool[process]'"
-            ) from exc
-        return cloudpickle.dumps(obj, pickle.HIGHEST_PROTOCOL)  # type: ignore[no-any-return]
-
-
-class _Child:
-    """One child process and what its proxy, ``interrupt`` and ``recall`` share about it.
-
-    A short task's successors are sent *ahead*, while the child still runs it, so that the child
-    never waits for the parent between them: ``unsent`` holds the tasks reserved for it that are
-    not in its pipe yet, ``sent`` those that are, in order (sent ones first); each leaves when it
-    starts. Each message is numbered; the child records the number of each it reads in
-    ``dispatch.seen`` and skips those whose numbers ``recall`` wrote in ``dispatch.skip``, both
-    under ``dispatch.lock``, so a recalled task surely never runs.
-    """
-
-    __slots__ = (
-        "conn",
-        "current",
-        "dispatch",
-        "kill_at",
-        "lock",
-        "numbered",
-        "over_memory",
-        "parker",
-        "process",
-        "replies",
-        "sent",
-        "sent_bytes",
-        "stopping",
-        "too_big",
-        "unread",
-        "unsent",
-    )
-
-    def __init__(self) -> None:
-        self.parker = Parker()
-        self.lock = threading.Lock()  # orders interrupt() and recall() against the proxy
-        self.process: multiprocessing.process.BaseProcess | None = None
-        self.conn: Connection | None = None
-        self.replies: _child.Frames | None = None  # reads the pipe once the child is up
-        self.dispatch: _child.Dispatch | None = None
-        self.current: Task[Any] | None = None  # the task the child runs, if any
-        self.unsent: deque[Task[Any]] = deque()  # reserved for it, not in its pipe yet
-        self.sent: deque[tuple[Task[Any], int, int]] = deque()  # (task, number, size) in it
-        self.sent_bytes = 0  # the size of the messages in ``sent`` and ``unread``
-        self.unread: deque[tuple[int, int]] = deque()  # (number, size) taken back, maybe unread
-        self.numbered = 0  # messages numbered so far
-        self.too_big: Task[Any] | None = None  # too big to wait in the pipe: sent as it starts
-        self.over_memory = False  # past max_memory_per_worker: it retires, none is sent ahead
-        self.stopping: Interruption | None = None  # why it is being killed
-        self.kill_at: float | None = None  # when SIGTERM's grace ends
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.process is None else self.process.pid
+_context = functools.cache(multiprocessing.get_context)
 
 
 class _Spare:
@@ -147,7 +67,7 @@ class _Spare:
     __slots__ = ("child", "given", "key", "slot", "thread")
 
     def __init__(self, key: int) -> None:
-        self.child = _Child()
+        self.child = ChildHandle()
         self.key = key  # its proxy's key in ``_proxies`` until it has a slot: below zero
         self.given = threading.Event()
         self.slot: WorkerSlot | None = None
@@ -168,15 +88,17 @@ class ProcessBackend(Backend):
 
     def __init__(
         self,
-        *args: Any,
+        host: WorkerHost,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
         start_method: str | None = None,
         max_memory_per_worker: int | None = None,
         terminate_grace: float = 1.0,
         spare_worker: bool = True,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(*args, **kwargs)
-        methods = multiprocessing.get_all_start_methods()
+        super().__init__(host, initializer=initializer, initargs=initargs)
+        methods = _start_methods()
         # forkserver where the platform has it, else spawn: never fork (see docs/processes.md)
         method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         if method not in methods:
@@ -196,7 +118,7 @@ class ProcessBackend(Backend):
         self.start_method = method
         self.max_memory = max_memory_per_worker
         self.terminate_grace = terminate_grace
-        self._context = multiprocessing.get_context(method)
+        self._context = _context(method)
         if method == "forkserver":
             _forkserver.preload()
         # A forked child inherits every descriptor open at that moment: starting children one
@@ -206,7 +128,7 @@ class ProcessBackend(Backend):
             None if self.initializer is None else dumps((self.initializer, self.initargs))
         )
         self._proxies: dict[int, threading.Thread] = {}
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, ChildHandle] = {}
         # The spare worker: wanted once the pool runs a timed task or loses a worker (never,
         # if not allowed); at most one at a time; none once the pool closed.
         self._spare_allowed = spare_worker
@@ -215,7 +137,6 @@ class ProcessBackend(Backend):
         self._spare_lock = threading.Lock()
         self._spares = itertools.count(1)
         self._closed = False
-        _live_backends.add(self)
 
     @staticmethod
     def default_workers() -> int:
@@ -233,34 +154,35 @@ class ProcessBackend(Backend):
             spare.slot = slot
             spare.given.set()
             return  # the next spare starts once a worker is idle (see _serve)
-        child = slot.handle = _Child()
+        child = slot.handle = ChildHandle()
         proxy = threading.Thread(
             target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
         )
         self._proxies[slot.id] = proxy
         self._children[slot.id] = child
+        _live_backends.add(self)  # it has a child to kill at exit, should one be left
         proxy.start()
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.parker.wake()
 
     def recall(self, slot: WorkerSlot, task: Task[Any]) -> bool:
-        child: _Child = slot.handle
+        child: ChildHandle = slot.handle
         with child.lock:
-            return _recall(child, task)
+            return child.recall(task)
 
     def interrupt(self, slot: WorkerSlot, task: Task[Any], why: Interruption) -> None:
-        child: _Child = slot.handle
+        child: ChildHandle = slot.handle
         with child.lock:
             if child.current is not task or child.stopping is not None:
                 return  # not sent yet (the proxy checks the task's flags), or already ended
-            if child.sent and not _recall(child, child.sent[0][0]):
+            if child.sent and not child.recall(child.sent[0][0]):
                 # The child is done with it and runs a task sent after it: its reply is on its
                 # way. (Taken back, those tasks go back to the pool when it hears of the stop.)
                 return
             child.stopping = why
             child.kill_at = time.monotonic() + self.terminate_grace
-        _signal(child, kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
+        child.signal(kill=False)  # the proxy sends SIGKILL if SIGTERM is ignored
         # From now on a spare stands by; the first starts once a worker is idle (see _serve),
         # not here, on the way to failing the task and starting a replacement.
         self._spare_wanted = self._spare_allowed
@@ -278,23 +200,23 @@ class ProcessBackend(Backend):
     def kill_all(self) -> None:
         """Kill every child at once (the interpreter is exiting)."""
         for child in list(self._children.values()):
-            _signal(child, kill=True)
+            child.signal(kill=True)
 
     # -- the proxy thread ---------------------------------------------------------------------
 
     def _proxy(self, slot: WorkerSlot) -> None:
-        child: _Child = slot.handle
+        child: ChildHandle = slot.handle
         try:
             if self._boot(slot, child):
                 self._serve(slot, child)
         except Exception as fault:  # the pool's own, not a task's
             self.failed(slot, fault, "proxy thread", child.current or slot.task, child.pid)
         finally:
-            _stop(child, self.terminate_grace)
+            child.stop(self.terminate_grace)
             self._children.pop(slot.id, None)
             self._proxies.pop(slot.id, None)
 
-    def _boot(self, slot: WorkerSlot, child: _Child) -> bool:
+    def _boot(self, slot: WorkerSlot, child: ChildHandle) -> bool:
         """Start the child and wait for its initializer; False if the worker never came up."""
         error = self._start_child(child)
         if error is not None:
@@ -302,7 +224,7 @@ class ProcessBackend(Backend):
         return error is None
 
     def _start_child(
-        self, child: _Child, warm: tuple[bytes, ...] | None = None
+        self, child: ChildHandle, warm: tuple[bytes, ...] | None = None
     ) -> BaseException | None:
         """Start ``child`` and wait for its initializer: None, or why it never came up.
 
@@ -318,7 +240,7 @@ class ProcessBackend(Backend):
                 error.__cause__ = exc
                 return error
             if isinstance(exc, (EOFError, OSError)):
-                return WorkerCrashed(pid=child.pid, exitcode=_reap(child), reason="at start-up")
+                return WorkerCrashed(pid=child.pid, exitcode=child.reap(), reason="at start-up")
             return exc
         if reply != _child.READY:
             _, error, tb, _ = pickle.loads(reply)
@@ -389,16 +311,16 @@ class ProcessBackend(Backend):
         try:
             try:  # whatever fails here, it waits: a spare that start() takes must serve
                 # Warm: it imports the modules of the functions sent so far, as it waits.
-                error = self._start_child(child, warm=_sent_names())
+                error = self._start_child(child, warm=_pickling.sent_names())
             except Exception as fault:
                 error = fault
             slot = self._wait_for_slot(spare)
             if slot is None:
                 return
-            if error is not None or not _alive(child):
+            if error is not None or not child.alive():
                 # It never came up, or died as it waited (the OOM killer?): start another as
                 # any new worker, whose failure is the pool's to hear of.
-                _stop(child, 0.0)
+                child.stop(0.0)
                 if not self._boot(slot, child):
                     return
             self._serve(slot, child)
@@ -408,12 +330,12 @@ class ProcessBackend(Backend):
             else:
                 self.failed(slot, fault, "proxy thread", child.current or slot.task, child.pid)
         finally:
-            _stop(child, self.terminate_grace)
+            child.stop(self.terminate_grace)
             key = spare.key if slot is None else slot.id
             self._children.pop(key, None)
             self._proxies.pop(key, None)
 
-    def _launch(self, child: _Child, warm: tuple[bytes, ...] | None = None) -> None:
+    def _launch(self, child: ChildHandle, warm: tuple[bytes, ...] | None = None) -> None:
         ours, theirs = self._context.Pipe()
         child.dispatch = _child.Dispatch.create(self._context)
         child.unsent.clear()
@@ -430,9 +352,7 @@ class ProcessBackend(Backend):
             child.dispatch,
             warm,
         )
-        process = self._context.Process(  # type: ignore[attr-defined]  # every context has it
-            target=_child.main, args=args, name="workpool-worker"
-        )
+        process = self._context.Process(target=_child.main, args=args, name="workpool-worker")
         with self._spawn_lock:
             try:
                 if self.start_method == "forkserver":
@@ -446,7 +366,7 @@ class ProcessBackend(Backend):
             child.process, child.conn = process, ours
         child.replies = _child.Frames(ours)
 
-    def _serve(self, slot: WorkerSlot, child: _Child) -> None:
+    def _serve(self, slot: WorkerSlot, child: ChildHandle) -> None:
         host = self.host
         task = host.take(slot)
         while task is not RETIRE:
@@ -456,14 +376,14 @@ class ProcessBackend(Backend):
                     self._keep_spare()  # idle now: the next spare starts while nothing waits
                 continue
             task = child.parker.park(host, slot)
-            if task is not None and task is not RETIRE and not _alive(child):
+            if task is not None and task is not RETIRE and not child.alive():
                 # It died while idle (the OOM killer, a stray kill): no task of ours was
                 # running, so none fails; a fresh child takes the task instead.
-                _stop(child, 0.0)
+                child.stop(0.0)
                 if not self._boot(slot, child):
                     return
 
-    def _run(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> Next:
+    def _run(self, slot: WorkerSlot, child: ChildHandle, task: Task[Any]) -> Next:
         """Run ``task`` in the child; return the worker's next task, None or RETIRE."""
         host = self.host
         assert child.conn is not None
@@ -479,7 +399,7 @@ class ProcessBackend(Backend):
         payload = None
         if not sent:
             try:
-                pickled = self._pickle(task)
+                pickled = task_message(task)
             except Exception as exc:
                 return host.done(slot, task, None, exc)  # this task only: the worker is fine
             child.numbered += 1
@@ -495,9 +415,11 @@ class ProcessBackend(Backend):
         if given_up:  # it was sent ahead and may be running already: stop the child
             self.interrupt(slot, task, "timeout" if task._expired else "cancel")
         if self._spare is None and task.options.timeout is not None:
-            self._want_spare()  # it may be killed at its deadline (after _pickle: see _stand_by)
+            # It may be killed at its deadline. (After task_message, which named its function
+            # for the spare to import: see _stand_by.)
+            self._want_spare()
         try:  # noqa: SIM105  # contextlib.suppress costs two Python calls a task
-            _send(child.conn, payload, self._ahead(slot, child))
+            child.send(payload, self._ahead(slot, child))
         except OSError:
             pass  # it died: the replies it sent come first, then EOF
         del payload
@@ -515,21 +437,7 @@ class ProcessBackend(Backend):
         value, error = self._decode(slot, child, task, reply)
         return host.done(slot, task, value, error)
 
-    def _pickle(self, task: Task[Any], *, ahead: bool = False) -> bytes:
-        """The pickled call, for the child.
-
-        A task sent ahead has not started: its attempt is the next one, and its deadline is
-        set by the child when it starts it.
-        """
-        deadline = None if ahead else task._deadline
-        about = (task._seq, task.attempts + ahead, deadline, task.options.timeout)
-        fn: Any = task.fn
-        name = _by_name(fn) if type(fn) in _NAMED_TYPES else None
-        if name is not None:
-            fn = None
-        return dumps((fn, name, task.args, task.kwargs, (*about, trace_carrier(task))))
-
-    def _ahead(self, slot: WorkerSlot, child: _Child) -> list[bytes]:
+    def _ahead(self, slot: WorkerSlot, child: ChildHandle) -> list[bytes]:
         """While the child runs its task, the messages of the next ones, as the pool reserves
         them (in bursts: see ``Scheduler.reserve``), as many as the pipe holds unread."""
         if child.stopping is not None or child.over_memory:
@@ -548,7 +456,7 @@ class ProcessBackend(Backend):
                     unread.clear()
         # Pickle them without the lock (a recall may take them back meanwhile), then move
         # them from unsent to sent under it, in one go.
-        room = _AHEAD_MAX_BYTES - child.sent_bytes
+        room = AHEAD_MAX_BYTES - child.sent_bytes
         slots = _child.SKIP_SLOTS - (child.numbered - seen)  # else the child is far behind
         pickled: list[tuple[Task[Any], bytes, int]] = []
         for task in tuple(unsent):  # a copy: a recall may change it
@@ -560,12 +468,12 @@ class ProcessBackend(Backend):
             ):
                 break
             try:
-                message = self._pickle(task, ahead=True)
+                message = task_message(task, ahead=True)
             except Exception:
                 break  # it fails as usual once it starts
             size = len(message) + _NUMBER_SIZE
             if size > room:  # else the write could block
-                if size > _AHEAD_MAX_BYTES:
+                if size > AHEAD_MAX_BYTES:
                     child.too_big = task
                 break  # sent later, when there is room, or once it starts
             room -= size
@@ -584,7 +492,7 @@ class ProcessBackend(Backend):
                     messages.append(pack(number) + message)
         return messages
 
-    def _receive(self, child: _Child) -> _child.Message:
+    def _receive(self, child: ChildHandle) -> _child.Message:
         """Wait for the reply, escalating to SIGKILL once SIGTERM's grace has passed."""
         replies, process = child.replies, child.process
         assert replies is not None
@@ -593,14 +501,14 @@ class ProcessBackend(Backend):
         while reply is None:
             kill_at = child.kill_at
             if kill_at is not None and time.monotonic() >= kill_at:
-                _signal(child, kill=True)
+                child.signal(kill=True)
             elif not process.is_alive():
                 raise EOFError  # a descendant still holds its pipe, but the child is dead
             reply = replies.next(_TICK)
         return reply
 
     def _decode(
-        self, slot: WorkerSlot, child: _Child, task: Task[Any], reply: _child.Message
+        self, slot: WorkerSlot, child: ChildHandle, task: Task[Any], reply: _child.Message
     ) -> tuple[Any, BaseException | None]:
         try:
             ok, value, tb, rss = pickle.loads(reply)
@@ -619,9 +527,9 @@ class ProcessBackend(Backend):
         value.__cause__ = RemoteTraceback(tb)
         return None, value
 
-    def _lost(self, slot: WorkerSlot, child: _Child, task: Task[Any]) -> None:
+    def _lost(self, slot: WorkerSlot, child: ChildHandle, task: Task[Any]) -> None:
         """The child died under ``task``: say why, so the task ends in the right state."""
-        exitcode = _reap(child)
+        exitcode = child.reap()
         with child.lock:
             child.current = None
             why = child.stopping
@@ -634,153 +542,6 @@ class ProcessBackend(Backend):
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
         self.host.lost(slot, error)
         self._want_spare()  # its tasks crash workers: have the next replacement ready
-
-
-_NAMES: dict[Any, bytes] = {}
-"""The pickles of module-level functions sent so far. Such a pickle is the function's name,
-the same each time, and making it costs more than the rest of a task's message: ``pickle``
-imports the module and looks the name up, to check that it leads back to the function."""
-
-_NAMES_MAX = 1024
-
-_NAMED_TYPES = (FunctionType, BuiltinFunctionType)
-"""Functions written in Python, and in C (``abs``, ``math.sqrt``): both hash by identity."""
-
-
-def _sent_names() -> tuple[bytes, ...]:
-    """The pickles in ``_NAMES``, which other proxies may add to meanwhile: iterating the dict
-    itself can fail ("changed size during iteration": an allocation may run the garbage
-    collector, and its finalizers let other threads run); its copy is taken in one step."""
-    return tuple(_NAMES.copy().values())
-
-
-def _by_name(fn: Any) -> bytes | None:
-    """``fn``'s pickle if it is a module-level function (the child unpickles each once and
-    keeps it: see ``_child.named``), else None: it travels in the task's message."""
-    name = _NAMES.get(fn)
-    if name is None:
-        if "." in fn.__qualname__:
-            return None  # nested in a class or a function: pickled as usual
-        try:
-            name = pickle.dumps(fn, pickle.HIGHEST_PROTOCOL)  # by name, or it fails
-        except Exception:
-            return None  # not module-level: cloudpickle sends it whole
-        if len(_NAMES) >= _NAMES_MAX:
-            _NAMES.clear()
-        _NAMES[fn] = name
-    module = sys.modules.get(fn.__module__)
-    if module is None or getattr(module, fn.__qualname__, None) is not fn:
-        return None  # its name leads elsewhere now (redefined), or nowhere: it travels whole
-    return name
-
-
-def _send(conn: Connection, payload: bytes | None, ahead: list[bytes]) -> None:
-    """Send the task to start (if it is not in the pipe already), then those sent ahead, in
-    one write where the platform lets us (a socket pair: not on Windows)."""
-    if payload is not None and (not ahead or len(payload) > _AHEAD_MAX_BYTES):
-        conn.send_bytes(payload)
-        payload = None
-    if not ahead:
-        return
-    if payload is not None:
-        ahead.insert(0, payload)
-    if sys.platform == "win32":
-        for message in ahead:
-            conn.send_bytes(message)
-        return
-    joined = b"".join(_child.frame(message) for message in ahead)
-    fd = conn.fileno()
-    data = memoryview(joined)[_child.send_now(fd, joined) :]  # it fits: it goes at once
-    while data:
-        data = data[os.write(fd, data) :]
-
-
-def _recall(child: _Child, task: Task[Any]) -> bool:
-    """``recall``, under ``child.lock``: take back ``task`` and every task after it."""
-    sent, unsent = child.sent, child.unsent
-    at = next((i for i, entry in enumerate(sent) if entry[0] is task), None)
-    if at is None:  # not in the pipe: it (and all after it) never will be
-        if task in unsent:
-            while unsent.pop() is not task:
-                pass
-        return True
-    if not _take_back(child, [number for _, number, _ in itertools.islice(sent, at, None)]):
-        return False  # it has begun: treat them all as started
-    while len(sent) > at:
-        _, number, size = sent.pop()
-        child.unread.append((number, size))  # still in the pipe, to be skipped
-    unsent.clear()
-    return True
-
-
-def _take_back(child: _Child, numbers: list[int]) -> bool:
-    """Have the child skip messages ``numbers`` (ascending): False if it has read the first."""
-    dispatch, process = child.dispatch, child.process
-    assert dispatch is not None
-    assert process is not None
-    if not process.is_alive():
-        # It reads nothing more, and may have died holding the dispatch lock: what it read
-        # before it died is all that can have started.
-        return bool(dispatch.seen.value < numbers[0])
-    return dispatch.take_back(numbers, _RECALL_WAIT)
-
-
-def _alive(child: _Child) -> bool:
-    """Whether an idle child can take a task. Its pipe is checked too: under forkserver,
-    ``is_alive()`` learns of a death only once the server reports it, a moment later, while
-    an idle child's pipe is readable only if the child closed it by dying."""
-    if child.process is None or child.conn is None or not child.process.is_alive():
-        return False
-    try:
-        return not child.conn.poll(0)
-    except OSError:
-        return False
-
-
-def _signal(child: _Child, *, kill: bool) -> None:
-    process = child.process
-    if process is None or process.exitcode is not None:
-        return
-    try:
-        if kill:
-            process.kill()
-            child.kill_at = None
-        else:
-            process.terminate()
-    except (OSError, ValueError):
-        pass  # it is already gone, or closed
-
-
-def _reap(child: _Child) -> int | None:
-    """Wait for a dying child; its exit code, or minus the signal that killed it."""
-    process = child.process
-    assert process is not None
-    process.join(5.0)
-    if process.exitcode is None:
-        _signal(child, kill=True)
-        process.join()
-    return process.exitcode
-
-
-def _stop(child: _Child, grace: float) -> None:
-    """Ask the child to exit, and make sure it does (and is reaped) before the proxy leaves."""
-    process, conn = child.process, child.conn
-    if process is None:
-        return
-    if conn is not None:
-        with contextlib.suppress(OSError):  # it is already gone
-            conn.send_bytes(_child.STOP)
-    process.join(grace + 1.0)  # it exits as soon as it reads STOP; longer means it hangs
-    if process.exitcode is None:
-        _signal(child, kill=False)
-        process.join(grace)
-    if process.exitcode is None:
-        _signal(child, kill=True)
-        process.join()
-    if conn is not None:
-        conn.close()
-    if child.replies is not None:
-        child.replies.close()
 
 
 @atexit.register
