@@ -52,6 +52,49 @@ _BUSY = SlotState.BUSY
 class Scheduler:
     """Queue, retries, deadlines, scaling and counters for one pool. The caller holds a lock."""
 
+    # Slots: past 30 attributes an instance's dict no longer shares its keys with the class's
+    # other instances, and every attribute costs more to set and to read (the hot path reads
+    # a dozen a task).
+    __slots__ = (
+        "_deadlines",
+        "_delayed",
+        "_idle",
+        "_next_slot",
+        "_queue",
+        "_rate",
+        "_rate_due",
+        "_rng",
+        "_slots",
+        "busy",
+        "cancelled",
+        "closed",
+        "crashed",
+        "delayed",
+        "ended",
+        "failed",
+        "idle_timeout",
+        "lost_alive",
+        "max_tasks_per_worker",
+        "max_workers",
+        "min_workers",
+        "paused",
+        "queue_size",
+        "queued",
+        "reserved",
+        "retried",
+        "run_max",
+        "run_total",
+        "started",
+        "submitted",
+        "succeeded",
+        "timed_out",
+        "timer_dirty",
+        "wait_max",
+        "wait_total",
+        "wakeups",
+        "waking",
+    )
+
     def __init__(
         self,
         *,
