@@ -480,7 +480,6 @@ def test_cancel_running_task_cancels_coroutine(run: Run[None]) -> None:
     run(main())
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
 def test_worker_fine_after_swallowed_cancel(
     run: Run[None], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -513,16 +512,17 @@ def test_worker_fine_after_swallowed_cancel(
     run(main())
 
 
-@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 has no Task.cancelling")
+@pytest.mark.parametrize("how", ["future", "itself", "itself_then_returns"])
 @pytest.mark.parametrize("per_item", [False, True])
 @pytest.mark.parametrize("ordered", [True, False])
 def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
-    run: Run[None], ordered: bool, per_item: bool
+    run: Run[None], ordered: bool, per_item: bool, how: str
 ) -> None:
     """An item whose coroutine raises CancelledError of its own (a future it awaited was
-    cancelled by someone else) ends cancelled, as an asyncio.Task would, and is not retried:
-    the map raises concurrent.futures.CancelledError, an Exception, so the consumer is not
-    taken for cancelled itself, and the pool goes on."""
+    cancelled by someone else, or it cancelled its own asyncio task, even returning before it
+    received the cancel) ends cancelled, as an asyncio.Task would, and is not retried: the map
+    raises concurrent.futures.CancelledError, an Exception, so the consumer is not taken for
+    cancelled itself, and the pool goes on."""
 
     async def main() -> None:
         shared = asyncio.get_running_loop().create_future()
@@ -531,7 +531,12 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
         async def item(x: int) -> int:
             if x == 1:
                 await gate.wait()
-                await shared  # cancelled by someone else meanwhile
+                if how == "future":
+                    await shared  # cancelled by someone else meanwhile
+                else:
+                    cancel_current_task()
+                    if how == "itself":
+                        await asyncio.sleep(0)
             return x
 
         async with AsyncPool(2) as pool:
@@ -545,7 +550,8 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
                         shared.cancel()
                         gate.opened.set()
             me = asyncio.current_task()
-            assert me is not None and me.cancelling() == 0  # the consumer was not cancelled
+            if sys.version_info >= (3, 11):
+                assert me is not None and me.cancelling() == 0  # the consumer was not cancelled
             assert results == [0]
             stats = pool.stats()
             if per_item:
@@ -554,6 +560,152 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
                 assert (stats.failed, stats.cancelled, stats.closed) == (1, 0, False)
             assert await (await pool.submit(double, 21)) == 42
             assert_accounted(pool.stats())
+
+    run(main())
+
+
+def cancel_current_task() -> None:
+    """Cancel the asyncio task that runs the caller, as a coroutine may do to itself."""
+    me = asyncio.current_task()
+    assert me is not None
+    me.cancel()
+
+
+async def cancels_itself(x: int) -> int:
+    cancel_current_task()
+    await asyncio.sleep(0)
+    return x
+
+
+def test_a_task_that_cancels_itself_ends_cancelled_and_the_pool_goes_on(run: Run[None]) -> None:
+    """A coroutine that cancels its own asyncio task ends its task cancelled, as an asyncio.Task
+    would; its worker, the other tasks and the pool go on."""
+
+    async def main() -> None:
+        gate = Gate()
+        async with AsyncPool(2) as pool:
+            other = await pool.submit(gate.wait, "other")
+            await gate.await_inside(1)
+            task = await pool.submit(cancels_itself, 1)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert task.state is TaskState.CANCELLED
+            stats = pool.stats()
+            assert (stats.cancelled, stats.workers, stats.closed) == (1, 2, False)
+            assert await (await pool.submit(double, 21)) == 42  # on the same worker
+            gate.opened.set()
+            assert await other == "other"
+            assert_accounted(pool.stats())
+
+    run(main())
+
+
+def test_a_task_that_cancels_itself_and_returns_at_once_ends_cancelled(run: Run[None]) -> None:
+    """A coroutine that cancels its own asyncio task and returns before it receives the cancel
+    ends its task cancelled, as an asyncio.Task would; the cancel reaches no other task."""
+
+    async def cancels_and_returns(x: int) -> int:
+        cancel_current_task()
+        return x
+
+    async def main() -> None:
+        with pytest.raises(asyncio.CancelledError):  # what asyncio does
+            await asyncio.create_task(cancels_and_returns(1))
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(cancels_and_returns, 1)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert task.state is TaskState.CANCELLED
+            assert await (await pool.submit(double, 21)) == 42  # on the same worker
+            stats = pool.stats()
+            assert (stats.cancelled, stats.succeeded, stats.closed) == (1, 1, False)
+
+    run(main())
+
+
+def test_a_task_that_catches_its_own_cancel_succeeds(run: Run[None]) -> None:
+    """A coroutine that cancels its own asyncio task, catches the CancelledError and returns
+    succeeds; the next task on its worker still has its own CancelledError told apart."""
+
+    async def catches_its_cancel(x: int) -> int:
+        try:
+            return await cancels_itself(-1)
+        except asyncio.CancelledError:
+            return x
+
+    async def awaits_cancelled_future() -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(catches_its_cancel, 7)
+            assert await task == 7 and task.state is TaskState.SUCCEEDED
+            own = await pool.submit(awaits_cancelled_future)
+            with pytest.raises(asyncio.CancelledError):
+                await own
+            assert own.state is TaskState.CANCELLED and not pool.stats().closed
+            assert await (await pool.submit(double, 21)) == 42
+            stats = pool.stats()
+            assert (stats.succeeded, stats.cancelled, stats.workers) == (2, 1, 1)
+
+    run(main())
+
+
+@pytest.mark.parametrize("within", ["timeout", "wait_for"])
+def test_a_task_that_cancels_itself_within_a_timeout_ends_cancelled(
+    run: Run[None], within: str
+) -> None:
+    """A coroutine that cancels its own asyncio task inside ``asyncio.timeout`` or
+    ``asyncio.wait_for`` ends cancelled, not timed out, and the pool goes on."""
+    if within == "timeout" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.timeout is 3.11+")
+
+    async def inside() -> int:
+        if within == "timeout":
+            async with asyncio.timeout(60):  # type: ignore[attr-defined]  # 3.11+
+                return await cancels_itself(1)
+        return await asyncio.wait_for(cancels_itself(1), 60)
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(inside)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert task.state is TaskState.CANCELLED and not pool.stats().closed
+            assert await (await pool.submit(double, 21)) == 42
+
+    run(main())
+
+
+@pytest.mark.parametrize("cancelled_itself_first", [False, True])
+def test_a_worker_cancelled_from_outside_closes_the_pool(
+    run: Run[None], cancelled_itself_first: bool
+) -> None:
+    """A cancel of a worker's asyncio task from outside (as ``asyncio.run`` sends as it ends) is
+    not taken for the coroutine's own, even after the coroutine cancelled itself: its task ends
+    cancelled and the pool closes."""
+
+    async def main() -> None:
+        gate = Gate()
+
+        async def runs() -> None:
+            if cancelled_itself_first:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cancels_itself(1)
+            await gate.wait()
+
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(runs)
+            await gate.await_inside(1)
+            [worker] = [t for t in asyncio.all_tasks() if t.get_name().startswith("workpool-")]
+            worker.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert task.state is TaskState.CANCELLED and pool.stats().closed
+            with pytest.raises(PoolClosed):
+                await pool.submit(double, 1)
 
     run(main())
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -107,15 +108,46 @@ class AsyncTask(Task[T]):
         return self.result()
 
 
-class _Worker:
-    """One worker: its asyncio task, its park future, and the cancels the pool sent it."""
+class _Worker(asyncio.Task[None]):
+    """One worker: the asyncio task that runs its tasks' coroutines, with its park future.
 
-    __slots__ = ("aio", "cancels", "park")
+    A coroutine's ``asyncio.current_task()`` is its worker, so the worker counts each cancel it
+    gets by where it comes from: the pool's (``interrupt``, for a task's cancel or timeout), the
+    running coroutine's own (``asyncio.current_task().cancel()``: its task ends cancelled, as
+    an ``asyncio.Task`` would), or from outside (``asyncio.run`` ending: the worker leaves).
+    """
 
-    def __init__(self) -> None:
-        self.aio: asyncio.Task[None] | None = None
-        self.park: asyncio.Future[bool] | None = None
-        self.cancels = 0
+    # Set only when used, over these class-level defaults: no __init__ of its own to run.
+    park: asyncio.Future[bool] | None = None
+    pool_cancels = 0  # withdrawn once the task they stopped is done
+    own_cancels = 0  # likewise
+    outside_cancels = 0  # never withdrawn; read on 3.10 only, see cancelled_from_outside
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        """Any cancel but the pool's: the running coroutine's own if it sends it."""
+        if asyncio.current_task(self.get_loop()) is self:
+            self.own_cancels += 1
+        else:
+            self.outside_cancels += 1
+        return super().cancel(msg)
+
+    def interrupt(self) -> None:
+        """The pool's cancel of the running coroutine (sent past ``cancel``, which would count
+        it as the coroutine's own when a task cancels itself through the pool)."""
+        self.pool_cancels += 1
+        super().cancel()
+
+    def cancelled_from_outside(self) -> bool:
+        """Whether a cancel neither the pool's nor the running coroutine's own is pending."""
+        if sys.version_info >= (3, 11):
+            # asyncio.timeout and TaskGroup in a coroutine cancel it too, then withdraw that
+            return self.cancelling() > self.pool_cancels + self.own_cancels
+        return self.outside_cancels > 0  # 3.10 has no Task.uncancel: none is withdrawn
+
+    def cancelled_by_coroutine(self) -> bool:
+        """Whether the CancelledError that the running coroutine raised is its own (it
+        cancelled itself, or a future it awaited was cancelled), not a cancel of its task."""
+        return not self.pool_cancels and not self.cancelled_from_outside()
 
 
 class AsyncCore:
@@ -309,30 +341,52 @@ class AsyncCore:
                         raise not_awaitable(task.fn, call)
                     value = await call
                 except asyncio.CancelledError as exc:
-                    if not worker.cancels:
-                        if not cancelled_by_coroutine():
+                    if not worker.pool_cancels:
+                        if worker.cancelled_from_outside():
                             raise  # the worker itself is being cancelled
-                        # The coroutine's own (a future it awaited was cancelled, say): the
-                        # task ends cancelled, as an asyncio.Task does, not failed with a
-                        # CancelledError that would cancel whoever reads its result.
+                        # The coroutine's own (it cancelled itself, or a future it awaited
+                        # was): the task ends cancelled, as an asyncio.Task does, not failed
+                        # with a CancelledError that would cancel whoever reads its result.
                         self.engine.cancel(task)  # running: marks it asked to stop
                     error = cf.CancelledError() if task._cancel_requested else exc
                 except BaseException as exc:
                     error = exc
                 finally:
                     _current.reset(token)
-                if worker.cancels:
+                if worker.own_cancels:
+                    error = await self._take_own_cancel(worker, task, error)
+                if worker.pool_cancels:
                     _withdraw_cancels(worker, task, error)
                 task = self._done(slot, task, value, error)
         except asyncio.CancelledError:
             # Not ours (ours are caught around the call): the loop is going away, say. Whatever
             # the worker held ends cancelled and the worker leaves for good.
-            if self._workers.get(slot.id) is worker.aio:
+            if self._workers.get(slot.id) is worker:
                 self._tear_down(slot)
             raise
         finally:
-            if self._workers.get(slot.id) is worker.aio:
+            if self._workers.get(slot.id) is worker:
                 del self._workers[slot.id]
+
+    async def _take_own_cancel(
+        self, worker: _Worker, task: Task[Any], error: BaseException | None
+    ) -> BaseException | None:
+        """After a coroutine that cancelled itself: what its task ends with. Unless that cancel
+        ended it, the coroutine may have returned before receiving it, and it would reach the
+        next coroutine: take it here (as with an asyncio.Task, it cancels a task that was to
+        succeed). Then withdraw the coroutine's cancels."""
+        if not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                if worker.cancelled_from_outside():
+                    raise
+                if error is None:
+                    self.engine.cancel(task)  # running: marks it asked to stop
+                    error = cf.CancelledError()
+        _uncancel(worker.own_cancels)
+        worker.own_cancels = 0
+        return error
 
     async def _park(self, slot: WorkerSlot, worker: _Worker) -> Next:
         if slot.state is SlotState.WOKEN:
@@ -413,9 +467,8 @@ class AsyncCore:
     def _interrupt(self, slot: WorkerSlot) -> None:
         """Cancel the coroutine running on ``slot`` for real."""
         worker: _Worker = slot.handle
-        if worker.aio is not None and not worker.aio.done():
-            worker.cancels += 1
-            worker.aio.cancel()
+        if not worker.done():
+            worker.interrupt()
 
     # -- acting on decisions ------------------------------------------------------------------
 
@@ -440,11 +493,12 @@ class AsyncCore:
                 if self._torn_down:
                     self.engine.lose(slot, None, self.clock())
                     continue
-                worker = slot.handle = _Worker()
                 loop = self.loop
                 assert loop is not None
-                worker.aio = loop.create_task(self._work(slot), name=f"workpool-{slot.id}")
-                self._workers[slot.id] = worker.aio
+                worker = slot.handle = _Worker(
+                    self._work(slot), loop=loop, name=f"workpool-{slot.id}"
+                )
+                self._workers[slot.id] = worker
                 if self.observers:
                     emit(self.observers, "worker_started", slot.id)
             elif worker.park is not None:
@@ -503,14 +557,11 @@ def _resolve(future: asyncio.Future[Any], value: Any) -> None:
         future.set_result(value)
 
 
-def cancelled_by_coroutine() -> bool:
-    """Whether a CancelledError came from the coroutine itself, not a cancel of the worker.
-
-    Python 3.10 cannot tell (no ``Task.cancelling``): it treats it as a cancel of the worker.
-    """
-    current = asyncio.current_task()
-    cancelling = getattr(current, "cancelling", None)
-    return cancelling is not None and cancelling() == 0
+def current_worker() -> _Worker:
+    """The worker running the calling coroutine, a task's."""
+    worker = asyncio.current_task()
+    assert isinstance(worker, _Worker)
+    return worker
 
 
 def not_awaitable(fn: Callable[..., Any], call: object) -> TypeError:
@@ -523,14 +574,15 @@ def not_awaitable(fn: Callable[..., Any], call: object) -> TypeError:
 def _withdraw_cancels(worker: _Worker, task: Task[Any], error: BaseException | None) -> None:
     """After a task the pool cancelled: withdraw those cancels from the worker's asyncio task
     (so that later ``asyncio.timeout`` blocks work), and warn if the task went on regardless."""
-    _uncancel(worker.cancels)
+    _uncancel(worker.pool_cancels)
     if error is None or not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
         _log.warning("task %s went on after it was cancelled", task.id)
-    worker.cancels = 0
+    worker.pool_cancels = 0
 
 
 def _uncancel(count: int) -> None:
-    """Withdraw the cancels the pool sent, so that later ``asyncio.timeout`` blocks work."""
+    """Withdraw ``count`` cancels of the worker, once they did their work (3.11+: 3.10 keeps
+    no count), so that later ``asyncio.timeout`` blocks and ``cancelled_from_outside`` work."""
     current = asyncio.current_task()
     uncancel = getattr(current, "uncancel", None)
     if uncancel is not None:

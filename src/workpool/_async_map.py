@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, Generic, NoReturn, TypeVar
 
-from ._async_core import AsyncCore, AsyncTask, cancelled_by_coroutine, not_awaitable
+from ._async_core import AsyncCore, AsyncTask, current_worker, not_awaitable
 from ._errors import PoolClosed
 from ._options import TaskOptions
 from ._task import NO_KWARGS, name_of
@@ -321,6 +321,7 @@ async def _lane(lanes: _Lanes, item: _Item, args: tuple[Any, ...]) -> None:
     """Run ``item``, then the map's next items one after another on this worker, while the map
     wants more and the pool has nothing else for the worker."""
     engine, fn, ordered, order = lanes.engine, lanes.fn, lanes.ordered, lanes.order
+    worker = current_worker()
     lanes.queued -= 1
     while True:
         try:
@@ -328,13 +329,15 @@ async def _lane(lanes: _Lanes, item: _Item, args: tuple[Any, ...]) -> None:
             if not hasattr(call, "__await__"):
                 raise not_awaitable(fn, call)
             item.value = await call
+            if worker.own_cancels:  # an item cancelled itself: take a cancel still pending
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             cancelled = cf.CancelledError()
             lanes.arrived(item, cancelled)
-            if not cancelled_by_coroutine():
+            if not worker.cancelled_by_coroutine():
                 raise  # the lane's own: the map closed, or the pool stops its tasks
-            # The item's own (a future it awaited was cancelled): it ends cancelled, as a
-            # task of its own would, and fails the lane as any error of an item does.
+            # The item's own (it cancelled itself, or a future it awaited was): it ends
+            # cancelled, as a task of its own would, and fails the lane as any error does.
             lanes.stopped = True
             raise cancelled from None
         except BaseException as exc:
