@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -18,18 +20,106 @@ def make_task() -> Task[int]:
     return Task(int, (), {}, TaskOptions())
 
 
+def in_thread(fn: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """Run ``fn`` in a started thread; the list gets what it returned, or raised."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(fn())
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
 def test_result_waits_for_a_result_set_later() -> None:
-    """result() before resolution waits on a Condition built on demand."""
+    """The one thread waiting in result() sleeps on a lock of its own, no Condition built, and
+    wakes with the result."""
     task = make_task()
+    waiter, outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._sleeper is not None)  # result() sleeps
+    task.set_result(5)
+    waiter.join()
+    assert outcome == [5]
+    assert task._cond is None and task._sleeper is None
 
-    def resolve_once_waited_on() -> None:
-        wait_until(lambda: task._cond is not None)  # result() has built the Condition
+
+@pytest.mark.parametrize("resolve", ["result", "exception", "cancel"])
+def test_a_sleeping_waiter_wakes_at_every_kind_of_resolution(resolve: str) -> None:
+    """The waiter sleeping in result() wakes to the value, the error or the cancellation."""
+    task = make_task()
+    waiter, outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._sleeper is not None)
+    error = KeyError("k")
+    if resolve == "result":
         task.set_result(5)
+    elif resolve == "exception":
+        task.set_exception(error)
+    else:
+        assert task.cancel()
+    waiter.join()
+    if resolve == "cancel":
+        assert len(outcome) == 1 and isinstance(outcome[0], cf.CancelledError)
+    else:
+        assert outcome == [{"result": 5, "exception": error}[resolve]]
 
-    resolver = threading.Thread(target=resolve_once_waited_on)
-    resolver.start()
-    assert task.result(timeout=10) == 5
-    resolver.join()
+
+def test_a_second_waiter_shares_a_condition_and_both_wake() -> None:
+    """A second thread waiting for the same task builds the Condition; resolution wakes both,
+    and a done-callback added meanwhile runs."""
+    task = make_task()
+    first, first_outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._sleeper is not None)
+    second, second_outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._cond is not None)
+    called: list[int] = []
+    task.add_done_callback(lambda t: called.append(t.result()))
+    task.set_result(7)
+    first.join()
+    second.join()
+    assert first_outcome == second_outcome == called == [7]
+
+
+def test_a_waiter_that_timed_out_can_wait_again() -> None:
+    """result(timeout) that runs out raises TimeoutError; waiting again still gets the result
+    (on a Condition, as the first sleeper's lock is still out), and the stale lock is let go."""
+    task = make_task()
+    with pytest.raises(cf.TimeoutError):
+        task.result(timeout=0.01)
+    with pytest.raises(cf.TimeoutError):
+        task.result(timeout=0)
+    waiter, outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._cond is not None)
+    task.set_result(3)
+    waiter.join()
+    assert outcome == [3] and task._sleeper is None
+
+
+def test_a_waiter_wakes_when_the_pool_cancels_its_queued_task() -> None:
+    """A task waited for in result() while queued, then cancelled, wakes its waiter with
+    CancelledError."""
+    release = threading.Event()
+    with workpool.Pool(1) as pool:
+        blocker = pool.submit(release.wait, 10)
+        queued = pool.submit(abs, -1)
+        waiter, outcome = in_thread(lambda: queued.result(timeout=10))
+        wait_until(lambda: queued._sleeper is not None)
+        assert queued.cancel()
+        waiter.join()
+        release.set()
+        assert blocker.result(timeout=10) is True
+    assert len(outcome) == 1 and isinstance(outcome[0], cf.CancelledError)
+
+
+def test_one_task_at_a_time_never_loses_a_wake_up(make_pool: Callable[..., workpool.Pool]) -> None:
+    """Each result() races its task's resolution (before, during or after it starts to sleep):
+    none is missed, on every backend."""
+    pool = make_pool(workers=2)
+    for i in range(500):
+        assert pool.submit(abs, -i).result(timeout=10) == i
 
 
 def test_resolving_twice_raises_invalid_state() -> None:

@@ -275,6 +275,8 @@ class PoolCore:
                     # Nobody waits on it and nothing is to be told: resolve it here, which this
                     # lock orders against the creation of its Condition (see Task).
                     task._result, task._exception, task._state = value, error, _FINISHED
+                    if task._sleeper is not None:
+                        task._wake_sleeper()
                     final = False
                     if self._done_waiters and self._all_finished():
                         self._condition("all_done").notify_all()
