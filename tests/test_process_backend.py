@@ -33,6 +33,7 @@ from helpers import assert_accounted, wait_until
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
 from workpool._backends import _pickling
+from workpool._backends import process as process_backend
 from workpool._backends._child import Frames, send_now
 from workpool._backends._handle import ChildHandle
 from workpool._engine import scheduler
@@ -1001,6 +1002,26 @@ def test_a_stopped_worker_is_replaced_by_the_spare_started_ahead(
     stats = pool.stats()
     assert stats.workers == 1 and stats.cancelled == 1 and stats.crashed == 0
     assert_accounted(stats)
+
+
+def test_a_worker_idle_after_a_task_takes_work_before_it_starts_the_next_spare(
+    make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a task, a worker waits a moment for more work before it starts the next spare (so
+    that the start keeps off the way of whoever takes the result): work that comes meanwhile is
+    taken at once, and the spare starts only once the worker stays idle."""
+    pool, hung, spare = standing_by(make_process_pool, manager)
+    monkeypatch.setattr(process_backend, "_SPARE_PATIENCE", 60.0)
+    hung.cancel()
+    with pytest.raises(CancelledError):
+        hung.result(timeout=30)
+    # The worker now waits up to a minute for work after each task: each comes first.
+    assert [pool.submit(abs, -i).result(timeout=30) for i in range(20)] == list(range(20))
+    assert spare_of(pool) is None  # never idle long enough to start one
+    monkeypatch.setattr(process_backend, "_SPARE_PATIENCE", 0.0)
+    assert pool.submit(pid).result(timeout=30) == spare.child.pid
+    wait_until(lambda: spare_of(pool) is not None)  # idle, and nothing came: it starts
+    assert_accounted(pool.stats())
 
 
 def test_a_spare_that_died_waiting_is_started_again_without_failing_a_task(

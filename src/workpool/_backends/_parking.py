@@ -24,6 +24,10 @@ class Parker:
     def wake(self) -> None:
         self._lock.release()
 
+    def wait(self, seconds: float) -> bool:
+        """Whether a wake-up comes within ``seconds``; if so it is taken: take work next."""
+        return self._lock.acquire(timeout=seconds)
+
     def park(self, host: WorkerHost, slot: WorkerSlot) -> Next:
         """Wait to be woken, then take work; retire when idle too long, as the host says."""
         lock = self._lock

@@ -49,6 +49,9 @@ _TICK = 0.25
 
 _NUMBER_SIZE = _child.NUMBER.size
 
+_SPARE_PATIENCE = 0.002
+"""Seconds a worker idle after a task waits for more work before it starts the next spare."""
+
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 
 
@@ -373,7 +376,13 @@ class ProcessBackend(Backend):
             if task is not None:
                 task = self._run(slot, child, task)
                 if task is None and self._spare is None and self._spare_wanted:
-                    self._keep_spare()  # idle now: the next spare starts while nothing waits
+                    # Idle now: the next spare starts, unless work comes first. Not at once:
+                    # starting one holds the GIL for a millisecond or so, while whoever waits
+                    # for the task just done needs it to take the result.
+                    if child.parker.wait(_SPARE_PATIENCE):
+                        task = host.take(slot)
+                    else:
+                        self._keep_spare()
                 continue
             task = child.parker.park(host, slot)
             if task is not None and task is not RETIRE and not child.alive():
@@ -541,7 +550,11 @@ class ProcessBackend(Backend):
         else:
             error = WorkerCrashed(task.id, pid=child.pid, exitcode=exitcode)
         self.host.lost(slot, error)
-        self._want_spare()  # its tasks crash workers: have the next replacement ready
+        if why is None:  # a crash: its tasks crash workers, have the next replacement ready
+            self._want_spare()
+        # Else the pool stopped it (a timeout, a cancel): a spare is wanted already (see
+        # interrupt), and the next starts once a worker is idle, not beside the task that the
+        # worker replacing this one is starting.
 
 
 @atexit.register
