@@ -83,6 +83,26 @@ def test_a_second_waiter_shares_a_condition_and_both_wake() -> None:
     assert first_outcome == second_outcome == called == [7]
 
 
+def test_a_sleeping_waiter_wakes_before_the_done_callbacks_run() -> None:
+    """As with a stdlib Future, the thread waiting in result() is woken before the callbacks
+    run: a callback may wait for that thread, or raise (a Ctrl-C) and never return."""
+    task = make_task()
+    waiter, outcome = in_thread(lambda: task.result(timeout=10))
+    wait_until(lambda: task._sleeper is not None)
+    seen: list[bool] = []
+
+    def waits_for_the_waiter(_: Task[int]) -> None:
+        waiter.join(timeout=10)
+        seen.append(not waiter.is_alive())
+        raise KeyboardInterrupt
+
+    task.add_done_callback(waits_for_the_waiter)
+    with pytest.raises(KeyboardInterrupt):
+        task.set_result(5)
+    waiter.join()
+    assert seen == [True] and outcome == [5]
+
+
 def test_a_waiter_that_timed_out_can_wait_again() -> None:
     """result(timeout) that runs out raises TimeoutError; waiting again still gets the result
     (on a Condition, as the first sleeper's lock is still out), and the stale lock is let go."""

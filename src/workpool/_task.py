@@ -174,6 +174,13 @@ class Task(Future[T], Generic[T]):
             self._sleeper = None
             sleeper.release()
 
+    def _invoke_callbacks(self) -> None:
+        # Future runs this once resolved, after notifying its Condition: the sleeper wakes
+        # first too, not after the callbacks (one may wait for that waiter, or raise).
+        if self._sleeper is not None:
+            self._wake_sleeper()
+        super()._invoke_callbacks()  # type: ignore[misc]  # Future's own, untyped
+
     # A watched task (its Condition built) goes straight to Future's own: a call less.
     def set_result(self, result: T) -> None:
         if self._cond is not None or not self._resolve_unwatched(result, None):
@@ -249,8 +256,6 @@ class Task(Future[T], Generic[T]):
         # The stdlib notifies waiters only in set_running_or_notify_cancel, which no worker
         # will call for a task it never takes: call it now so wait()/as_completed() see it.
         self.set_running_or_notify_cancel()
-        if self._sleeper is not None:
-            self._wake_sleeper()
         return True
 
     def __repr__(self) -> str:
