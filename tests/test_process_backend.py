@@ -1009,7 +1009,8 @@ def test_a_worker_idle_after_a_task_takes_work_before_it_starts_the_next_spare(
 ) -> None:
     """After a task, a worker waits a moment for more work before it starts the next spare (so
     that the start keeps off the way of whoever takes the result): work that comes meanwhile is
-    taken at once, and the spare starts only once the worker stays idle."""
+    taken at once (on a fresh child if the worker's died meanwhile), and the spare starts only
+    once the worker stays idle."""
     pool, hung, spare = standing_by(make_process_pool, manager)
     monkeypatch.setattr(process_backend, "_SPARE_PATIENCE", 60.0)
     hung.cancel()
@@ -1018,8 +1019,14 @@ def test_a_worker_idle_after_a_task_takes_work_before_it_starts_the_next_spare(
     # The worker now waits up to a minute for work after each task: each comes first.
     assert [pool.submit(abs, -i).result(timeout=30) for i in range(20)] == list(range(20))
     assert spare_of(pool) is None  # never idle long enough to start one
+    # Its child killed while it waits (the OOM killer): the next task runs on a fresh one.
+    victim = spare.child.pid
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: _dead(victim))
+    fresh = pool.submit(pid).result(timeout=30)
+    assert fresh != victim and pool.stats().crashed == 0
     monkeypatch.setattr(process_backend, "_SPARE_PATIENCE", 0.0)
-    assert pool.submit(pid).result(timeout=30) == spare.child.pid
+    assert pool.submit(pid).result(timeout=30) == fresh
     wait_until(lambda: spare_of(pool) is not None)  # idle, and nothing came: it starts
     assert_accounted(pool.stats())
 

@@ -375,16 +375,17 @@ class ProcessBackend(Backend):
         while task is not RETIRE:
             if task is not None:
                 task = self._run(slot, child, task)
-                if task is None and self._spare is None and self._spare_wanted:
-                    # Idle now: the next spare starts, unless work comes first. Not at once:
-                    # starting one holds the GIL for a millisecond or so, while whoever waits
-                    # for the task just done needs it to take the result.
-                    if child.parker.wait(_SPARE_PATIENCE):
-                        task = host.take(slot)
-                    else:
-                        self._keep_spare()
-                continue
-            task = child.parker.park(host, slot)
+                if task is not None or self._spare is not None or not self._spare_wanted:
+                    continue
+                # Idle now: the next spare starts, unless work comes first. Not at once:
+                # starting one holds the GIL for a millisecond or so, while whoever waits for
+                # the task just done needs it to take the result.
+                if not child.parker.wait(_SPARE_PATIENCE):
+                    self._keep_spare()
+                    continue
+                task = host.take(slot)
+            else:
+                task = child.parker.park(host, slot)
             if task is not None and task is not RETIRE and not child.alive():
                 # It died while idle (the OOM killer, a stray kill): no task of ours was
                 # running, so none fails; a fresh child takes the task instead.
