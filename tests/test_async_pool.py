@@ -557,7 +557,7 @@ def test_an_item_cancelled_on_its_own_ends_cancelled_not_the_consumer(
             if per_item:
                 assert (stats.cancelled, stats.retried, stats.closed) == (1, 0, False)
             else:  # the item's lane fails, as with any error of an item
-                assert (stats.failed, stats.cancelled, stats.closed) == (1, 0, False)
+                assert (stats.failed, stats.cancelled, stats.closed) == (1, 0, False), stats
             assert await (await pool.submit(double, 21)) == 42
             assert_accounted(pool.stats())
 
@@ -619,6 +619,72 @@ def test_a_task_that_cancels_itself_and_returns_at_once_ends_cancelled(run: Run[
             assert await (await pool.submit(double, 21)) == 42  # on the same worker
             stats = pool.stats()
             assert (stats.cancelled, stats.succeeded, stats.closed) == (1, 1, False)
+
+    run(main())
+
+
+async def cancels_itself_and_raises_at_once() -> None:
+    """Cancels its own asyncio task, then ends with a CancelledError it raised itself, before
+    the cancel was delivered: the cancel is still pending when it returns."""
+    cancel_current_task()
+    raise asyncio.CancelledError
+
+
+async def cancels_itself_and_awaits_a_cancelled_future() -> None:
+    """As above, through a future cancelled already: awaiting it raises without suspending."""
+    future = asyncio.get_running_loop().create_future()
+    future.cancel()
+    cancel_current_task()
+    await future
+
+
+@pytest.mark.parametrize("then", ["at_once", "once_idle"])
+@pytest.mark.parametrize(
+    "first", [cancels_itself_and_raises_at_once, cancels_itself_and_awaits_a_cancelled_future]
+)
+def test_a_self_cancel_still_pending_when_its_task_ends_reaches_no_other(
+    run: Run[None], first: Callable[[], Awaitable[None]], then: str
+) -> None:
+    """Regression (review): a coroutine that cancelled itself and ended on a CancelledError of
+    its own, the cancel not delivered yet, left it pending: the worker's next task, or its wait
+    for work, received it (the pool closed). It ends there, as with an asyncio.Task."""
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            task = await pool.submit(first)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            if then == "once_idle":
+                for _ in range(100):  # loop turns, not time: until the worker waits for work
+                    if pool.stats().idle == 1:
+                        break
+                    await asyncio.sleep(0)
+                assert pool.stats().idle == 1
+            assert await (await pool.submit(double, 21)) == 42
+            stats = pool.stats()
+            assert (stats.cancelled, stats.succeeded, stats.closed) == (1, 1, False)
+
+    run(main())
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling is 3.11+")
+def test_a_map_item_that_caught_its_own_cancel_leaves_none_to_the_next(run: Run[None]) -> None:
+    """Regression (review): after a map's item cancelled itself and caught it, the next items
+    of its lane ran with that cancel still counted (``cancelling() == 1``), so a TaskGroup or
+    ``asyncio.timeout`` in them could take their own errors for a cancel."""
+
+    async def item(x: int) -> int:
+        if x == 0:
+            with contextlib.suppress(asyncio.CancelledError):
+                await cancels_itself(x)
+        me = asyncio.current_task()
+        assert me is not None
+        return me.cancelling()  # type: ignore[attr-defined,no-any-return]  # 3.11+
+
+    async def main() -> None:
+        async with AsyncPool(1) as pool:
+            # The first counts its own cancel, as an asyncio.Task that caught one does.
+            assert [n async for n in pool.map(item, range(5))] == [1, 0, 0, 0, 0]
 
     run(main())
 

@@ -137,6 +137,16 @@ class _Worker(asyncio.Task[None]):
         self.pool_cancels += 1
         super().cancel()
 
+    def cancel_pending(self) -> bool:
+        """Whether a cancel waits to be delivered at this task's next await (asyncio's own
+        flag, on the C and the Python Task alike; if it were missing: assume one waits)."""
+        return bool(getattr(self, "_must_cancel", True))
+
+    def withdraw_own_cancels(self) -> None:
+        """The running coroutine's own cancels did their work: withdraw them (see _uncancel)."""
+        _uncancel(self.own_cancels)
+        self.own_cancels = 0
+
     def cancelled_from_outside(self) -> bool:
         """Whether a cancel neither the pool's nor the running coroutine's own is pending."""
         if sys.version_info >= (3, 11):
@@ -375,7 +385,7 @@ class AsyncCore:
         ended it, the coroutine may have returned before receiving it, and it would reach the
         next coroutine: take it here (as with an asyncio.Task, it cancels a task that was to
         succeed). Then withdraw the coroutine's cancels."""
-        if not isinstance(error, (asyncio.CancelledError, cf.CancelledError)):
+        if worker.cancel_pending():  # even after a CancelledError: it may have raised its own
             try:
                 await asyncio.sleep(0)
             except asyncio.CancelledError:
@@ -384,8 +394,7 @@ class AsyncCore:
                 if error is None:
                     self.engine.cancel(task)  # running: marks it asked to stop
                     error = cf.CancelledError()
-        _uncancel(worker.own_cancels)
-        worker.own_cancels = 0
+        worker.withdraw_own_cancels()
         return error
 
     async def _park(self, slot: WorkerSlot, worker: _Worker) -> Next:

@@ -329,8 +329,10 @@ async def _lane(lanes: _Lanes, item: _Item, args: tuple[Any, ...]) -> None:
             if not hasattr(call, "__await__"):
                 raise not_awaitable(fn, call)
             item.value = await call
-            if worker.own_cancels:  # an item cancelled itself: take a cancel still pending
-                await asyncio.sleep(0)
+            if worker.own_cancels:  # an item cancelled itself: take a cancel still pending,
+                if worker.cancel_pending():  # then withdraw its cancels before the next item
+                    await asyncio.sleep(0)
+                worker.withdraw_own_cancels()
         except asyncio.CancelledError:
             cancelled = cf.CancelledError()
             lanes.arrived(item, cancelled)
