@@ -689,6 +689,32 @@ def test_a_map_item_that_caught_its_own_cancel_leaves_none_to_the_next(run: Run[
     run(main())
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="3.10 counts no cancels: see docs")
+def test_an_outside_cancel_that_comes_with_the_pools_still_stops_the_worker() -> None:
+    """Regression (review): a cancel of a running task (the pool cancels its coroutine) and the
+    cancel of every task as ``asyncio.run`` ends, landing in the same loop turn, reach the
+    worker as one CancelledError; it was taken for the pool's alone, the worker went on, and
+    ``asyncio.run`` waited for it forever."""
+    finished = threading.Event()
+
+    async def main() -> None:
+        gate = Gate()
+        pool = AsyncPool(1)
+        task = await pool.submit(gate.wait)
+        await gate.await_inside(1)
+        asyncio.get_running_loop().call_soon(task.cancel)  # as one from another thread lands
+        # and main returns: asyncio.run cancels every task left, in the same turn
+
+    def go() -> None:
+        asyncio.run(main())
+        finished.set()
+
+    runner = threading.Thread(target=go, daemon=True)
+    runner.start()
+    assert finished.wait(10), "asyncio.run never returned"
+    runner.join()
+
+
 def test_a_task_that_catches_its_own_cancel_succeeds(run: Run[None]) -> None:
     """A coroutine that cancels its own asyncio task, catches the CancelledError and returns
     succeeds; the next task on its worker still has its own CancelledError told apart."""

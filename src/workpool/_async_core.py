@@ -108,6 +108,10 @@ class AsyncTask(Task[T]):
         return self.result()
 
 
+_COUNTS_CANCELS = sys.version_info >= (3, 11)
+"""Whether a Task counts the cancels it was sent (``cancelling``) and takes them back."""
+
+
 class _Worker(asyncio.Task[None]):
     """One worker: the asyncio task that runs its tasks' coroutines, with its park future.
 
@@ -351,9 +355,14 @@ class AsyncCore:
                         raise not_awaitable(task.fn, call)
                     value = await call
                 except asyncio.CancelledError as exc:
+                    # An outside cancel may come with the pool's, as one CancelledError. On
+                    # 3.10 (no Task.uncancel) one that a coroutine swallowed stays counted, so
+                    # there the count is trusted only when the pool sent no cancel.
+                    if (_COUNTS_CANCELS or not worker.pool_cancels) and (
+                        worker.cancelled_from_outside()
+                    ):
+                        raise  # the worker itself is being cancelled
                     if not worker.pool_cancels:
-                        if worker.cancelled_from_outside():
-                            raise  # the worker itself is being cancelled
                         # The coroutine's own (it cancelled itself, or a future it awaited
                         # was): the task ends cancelled, as an asyncio.Task does, not failed
                         # with a CancelledError that would cancel whoever reads its result.
