@@ -108,10 +108,6 @@ class AsyncTask(Task[T]):
         return self.result()
 
 
-_COUNTS_CANCELS = sys.version_info >= (3, 11)
-"""Whether a Task counts the cancels it was sent (``cancelling``) and takes them back."""
-
-
 class _Worker(asyncio.Task[None]):
     """One worker: the asyncio task that runs its tasks' coroutines, with its park future.
 
@@ -358,7 +354,7 @@ class AsyncCore:
                     # An outside cancel may come with the pool's, as one CancelledError. On
                     # 3.10 (no Task.uncancel) one that a coroutine swallowed stays counted, so
                     # there the count is trusted only when the pool sent no cancel.
-                    if (_COUNTS_CANCELS or not worker.pool_cancels) and (
+                    if (sys.version_info >= (3, 11) or not worker.pool_cancels) and (
                         worker.cancelled_from_outside()
                     ):
                         raise  # the worker itself is being cancelled

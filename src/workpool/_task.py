@@ -165,6 +165,8 @@ class Task(Future[T], Generic[T]):
             self._result = result
             self._exception = exception
             self._state = _FINISHED
+        if self._sleeper is not None:
+            self._wake_sleeper()
         return True  # and no callback to run: adding one builds the Condition
 
     def _wake_sleeper(self) -> None:
@@ -175,8 +177,9 @@ class Task(Future[T], Generic[T]):
             sleeper.release()
 
     def _invoke_callbacks(self) -> None:
-        # Future runs this once resolved, after notifying its Condition: the sleeper wakes
-        # first too, not after the callbacks (one may wait for that waiter, or raise).
+        # Future runs this once resolved (set_result, set_exception, cancel), after notifying
+        # its Condition: the sleeper wakes first too, not after the callbacks (one may wait
+        # for that waiter, or raise). A task resolved unwatched wakes it in _resolve_unwatched.
         if self._sleeper is not None:
             self._wake_sleeper()
         super()._invoke_callbacks()  # type: ignore[misc]  # Future's own, untyped
@@ -185,14 +188,10 @@ class Task(Future[T], Generic[T]):
     def set_result(self, result: T) -> None:
         if self._cond is not None or not self._resolve_unwatched(result, None):
             super().set_result(result)
-        if self._sleeper is not None:
-            self._wake_sleeper()
 
     def set_exception(self, exception: BaseException | None) -> None:
         if self._cond is not None or not self._resolve_unwatched(None, exception):
             super().set_exception(exception)
-        if self._sleeper is not None:
-            self._wake_sleeper()
 
     def result(self, timeout: float | None = None) -> T:
         if self._state == _FINISHED and self._exception is None:

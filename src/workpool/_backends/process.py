@@ -83,8 +83,9 @@ class ProcessBackend(Backend):
     A pool that loses its workers (a task's ``timeout``, a running task cancelled, a crash) keeps
     one *spare* worker started ahead (``spare_worker=False``: none), so that the worker that
     replaces the next one lost is ready at once instead of after a process start (milliseconds).
-    ``start`` hands a slot to the spare; the next spare starts when a worker goes idle, or when a
-    task with a timeout starts, never on the way to failing a task and replacing its worker.
+    ``start`` hands a slot to the spare; the next spare starts once a worker has stayed idle a
+    moment after a task, or when a task with a timeout starts: never on the way to failing a
+    task and replacing its worker, nor to the result of the task just done.
     """
 
     name = "process"
