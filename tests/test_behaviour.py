@@ -555,6 +555,21 @@ def test_with_block_drains_on_exit(backend_kwargs: dict[str, Any]) -> None:
     with workpool.Pool(2, **backend_kwargs) as pool:
         tasks = [pool.submit(square, i) for i in range(20)]
     assert all(t.done() for t in tasks) and pool.stats().closed
+    assert pool.stats().workers == 0
+
+
+def test_with_block_calls_a_subclass_shutdown() -> None:
+    """A with block ends in a subclass's own shutdown(wait=True), as an Executor's does."""
+    calls: list[bool] = []
+
+    class Tracked(workpool.Pool):
+        def shutdown(self, wait: bool = True, **kwargs: Any) -> workpool.ShutdownReport:
+            calls.append(wait)
+            return super().shutdown(wait, **kwargs)
+
+    with Tracked(1) as pool:
+        task = pool.submit(square, 3)
+    assert calls == [True] and task.result() == 9 and pool.stats().workers == 0
 
 
 @pytest.mark.every_start_method

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 from helpers import wait_until
@@ -148,3 +149,17 @@ def test_with_block_error_still_runs_every_task_as_the_stdlib() -> None:
         futures = [executor.submit(abs, -i) for i in range(20)]
         raise KeyError("boom")
     assert [f.result() for f in futures] == list(range(20))
+
+
+def test_with_block_calls_a_subclass_shutdown_as_the_stdlib() -> None:
+    """A subclass of the drop-in that overrides shutdown has it called by its with block."""
+    calls: list[bool] = []
+
+    class Tracked(workpool.ThreadPoolExecutor):
+        def shutdown(self, wait: bool = True, **kwargs: Any) -> Any:
+            calls.append(wait)
+            return super().shutdown(wait, **kwargs)
+
+    with Tracked(1) as executor:
+        future = executor.submit(abs, -4)
+    assert calls == [True] and future.result() == 4

@@ -52,7 +52,7 @@ class ThreadPoolExecutor(Pool, futures.ThreadPoolExecutor):
         )
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.shutdown(wait=True)  # as the stdlib: every task runs, whatever the block raised
+        self._shutdown_without_report()  # as the stdlib: every task runs, whatever the block raised
 
     def map(  # type: ignore[override]  # the stdlib's signature, not Pool's lazy one
         self,
@@ -110,7 +110,7 @@ class ProcessPoolExecutor(Pool, futures.ProcessPoolExecutor):
         )
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        self.shutdown(wait=True)  # as the stdlib: every task runs, whatever the block raised
+        self._shutdown_without_report()  # as the stdlib: every task runs, whatever the block raised
 
     def map(  # type: ignore[override]  # the stdlib's signature, not Pool's lazy one
         self,

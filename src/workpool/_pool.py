@@ -323,6 +323,16 @@ class Pool(Executor):
         completed = self._core.join(timeout) if wait else False
         return self._report(completed, cancelled)
 
+    def _shutdown_without_report(self) -> None:
+        """``shutdown(wait=True)`` at the end of a ``with`` block, which has no use for its
+        report: the report's stats snapshot, taken just after the workers' threads end, costs
+        about 15 us of the 110 that shutting down a thread pool whose worker started takes."""
+        if type(self).shutdown is not Pool.shutdown:
+            self.shutdown(wait=True)  # a subclass's own, which a with block calls, as Executor's
+            return
+        self._core.close(cancel_waiting=False)
+        self._core.join(None)
+
     def _report(self, completed: bool, cancelled: list[Task[Any]]) -> ShutdownReport:
         core = self._core
         with core.lock:
@@ -342,7 +352,7 @@ class Pool(Executor):
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
-            self.shutdown(wait=True)
+            self._shutdown_without_report()
         elif issubclass(exc_type, Exception):
             # The block failed: what it queued is unwanted, and running tasks are asked to stop.
             self._core.close(cancel_waiting=True, stop_running=True)
