@@ -714,6 +714,46 @@ def test_worker_that_cannot_be_started_breaks_the_pool_clearly(
     assert isinstance(task.exception(), workpool.BrokenPool)
 
 
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_workers_start_side_by_side(
+    make_process_pool: Any, monkeypatch: pytest.MonkeyPatch, start_method: str
+) -> None:
+    """Two workers' process starts overlap (each child is sent only its own descriptors), so a
+    pool's workers are not started one after another."""
+    both_starting = threading.Barrier(2, timeout=30)
+    original = multiprocessing.process.BaseProcess.start
+
+    def start_beside_another(self: Any) -> None:
+        both_starting.wait()  # broken (and the task fails) if the starts were serialized
+        original(self)
+
+    monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", start_beside_another)
+    pool = make_process_pool(workers=2, start_method=start_method)
+    tasks = [pool.submit(return_value, i) for i in range(2)]
+    assert [t.result(timeout=60) for t in tasks] == [0, 1]
+    assert pool.stats().workers == 2
+
+
+def test_a_forked_worker_opens_its_pipe_under_the_fork_lock(
+    make_process_pool: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under fork, a worker's pipe exists only while the fork lock is held, until the parent
+    closed the child's end: no other worker forked meanwhile can inherit it (EOF is death)."""
+    held: list[bool] = []
+    context = multiprocessing.get_context("fork")
+    original = type(context).Pipe
+
+    def pipe(self: Any, duplex: bool = True) -> Any:
+        held.append(process_backend._fork_lock.locked())
+        return original(self, duplex)
+
+    monkeypatch.setattr(type(context), "Pipe", pipe)
+    pool = make_process_pool(workers=1, start_method="fork")
+    assert pool.submit(return_value, 7).result(timeout=60) == 7
+    assert held == [True]
+    assert not process_backend._fork_lock.locked()
+
+
 def test_two_take_backs_unread_by_the_worker_never_run_a_task_or_mismatch_replies(
     make_process_pool: Any, manager: SyncManager, monkeypatch: pytest.MonkeyPatch
 ) -> None:

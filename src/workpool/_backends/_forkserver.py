@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 from . import _child
 
@@ -66,14 +67,18 @@ def start() -> None:
     if getattr(server, "_forkserver_pid", None) is not None:  # running (or restarted if dead)
         forkserver.ensure_running()
         return
-    data = spawn.get_preparation_data("workpool")
-    path = data.get("init_main_from_path")
-    if path is None or _main_preload not in getattr(server, "_preload_modules", ()):
-        forkserver.ensure_running()
-        return
-    about = {"path": path, "argv": data.get("sys_argv", []), "sys_path": data["sys_path"]}
-    os.environ[_MAIN_ENV] = json.dumps(about)
-    try:
-        forkserver.ensure_running()
-    finally:
-        os.environ.pop(_MAIN_ENV, None)
+    with _starting:  # workers start side by side: one sets the environment the server reads
+        data = spawn.get_preparation_data("workpool")
+        path = data.get("init_main_from_path")
+        if path is None or _main_preload not in getattr(server, "_preload_modules", ()):
+            forkserver.ensure_running()
+            return
+        about = {"path": path, "argv": data.get("sys_argv", []), "sys_path": data["sys_path"]}
+        os.environ[_MAIN_ENV] = json.dumps(about)
+        try:
+            forkserver.ensure_running()
+        finally:
+            os.environ.pop(_MAIN_ENV, None)
+
+
+_starting = threading.Lock()

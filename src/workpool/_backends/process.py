@@ -54,6 +54,12 @@ _SPARE_PATIENCE = 0.002
 
 _live_backends: weakref.WeakSet[ProcessBackend] = weakref.WeakSet()
 
+_fork_lock = threading.Lock()
+"""Held by a pool that forks a worker (the "fork" start method), from the moment the worker's
+pipe opens until the parent has closed the child's end: a worker forked meanwhile, by any
+pool, would inherit that end, and the first one's death would not read as EOF (only the
+``is_alive`` check of ``_receive`` would find it)."""
+
 
 @functools.cache
 def _start_methods() -> tuple[str, ...]:
@@ -125,9 +131,6 @@ class ProcessBackend(Backend):
         self._context = _context(method)
         if method == "forkserver":
             _forkserver.preload()
-        # A forked child inherits every descriptor open at that moment: starting children one
-        # at a time keeps each child's end of its pipe out of the others, so EOF means death.
-        self._spawn_lock = threading.Lock()
         self._initializer = (
             None if self.initializer is None else dumps((self.initializer, self.initargs))
         )
@@ -340,7 +343,16 @@ class ProcessBackend(Backend):
             self._proxies.pop(key, None)
 
     def _launch(self, child: ChildHandle, warm: tuple[bytes, ...] | None = None) -> None:
-        ours, theirs = self._context.Pipe()
+        if self.start_method == "fork":
+            with _fork_lock:
+                self._start_process(child, warm)
+            return
+        if self.start_method == "forkserver":
+            _forkserver.start()
+        # Sent only the descriptors meant for it, each child can start beside another.
+        self._start_process(child, warm)
+
+    def _start_process(self, child: ChildHandle, warm: tuple[bytes, ...] | None) -> None:
         child.dispatch = _child.Dispatch.create(self._context)
         child.unsent.clear()
         child.sent.clear()
@@ -348,26 +360,24 @@ class ProcessBackend(Backend):
         child.sent_bytes = child.numbered = 0
         child.too_big = None
         child.over_memory = False
-        args = (
-            theirs,
-            self._initializer,
-            self.max_memory is not None,
-            self.start_method,
-            child.dispatch,
-            warm,
-        )
-        process = self._context.Process(target=_child.main, args=args, name="workpool-worker")
-        with self._spawn_lock:
-            try:
-                if self.start_method == "forkserver":
-                    _forkserver.start()
-                process.start()
-            except BaseException:
-                ours.close()  # never started: nothing to stop or reap
-                raise
-            finally:
-                theirs.close()
-            child.process, child.conn = process, ours
+        ours, theirs = self._context.Pipe()
+        try:
+            args = (
+                theirs,
+                self._initializer,
+                self.max_memory is not None,
+                self.start_method,
+                child.dispatch,
+                warm,
+            )
+            process = self._context.Process(target=_child.main, args=args, name="workpool-worker")
+            process.start()
+        except BaseException:
+            ours.close()  # never started: nothing to stop or reap
+            raise
+        finally:
+            theirs.close()
+        child.process, child.conn = process, ours
         child.replies = _child.Frames(ours)
 
     def _serve(self, slot: WorkerSlot, child: ChildHandle) -> None:
