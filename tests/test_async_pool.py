@@ -14,6 +14,7 @@ import gc
 import queue
 import random
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -1871,3 +1872,23 @@ def test_a_thread_waiting_as_the_loop_resolves_never_misses_it(run: Run[None]) -
         run(main())
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_import_workpool_leaves_asyncio_until_async_pool_is_used() -> None:
+    """``import workpool`` does not import asyncio (AsyncPool is loaded on first use), and
+    ``workpool.AsyncPool`` is the class, listed by ``dir`` and importable by name."""
+    code = (
+        "import sys, workpool\n"
+        "assert 'asyncio' not in sys.modules, 'asyncio imported'\n"
+        "assert 'AsyncPool' in dir(workpool) and 'AsyncPool' in workpool.__all__\n"
+        "from workpool import AsyncPool\n"
+        "assert workpool.AsyncPool is AsyncPool and AsyncPool.__name__ == 'AsyncPool'\n"
+        "try:\n"
+        "    workpool.NoSuchThing\n"
+        "except AttributeError as e:\n"
+        "    assert 'NoSuchThing' in str(e)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
