@@ -5,7 +5,9 @@
   themselves also run over ``process_map`` items (the issue's 100,000), where a map's start
   (its probe, its first batches) weighs less.
 - latency: one task at a time, submit then wait; microseconds per round trip.
-- startup: create an empty pool of two workers and shut it down; milliseconds.
+- startup: create an empty pool of two workers and shut it down; and a pool's whole life for a
+  short job: create it, submit as many no-ops as it has workers, wait for them, shut it down
+  (whatever number of workers the pool starts for them); milliseconds.
 """
 
 from __future__ import annotations
@@ -74,6 +76,23 @@ def _start_stop(contender: Contender, workers: int, n: int) -> Callable[[], floa
     return run
 
 
+def _start_run_stop(contender: Contender, workers: int, n: int) -> Callable[[], float]:
+    submit = contender.submit
+    assert submit is not None
+
+    def run() -> float:
+        started = time.perf_counter()
+        for _ in range(n):
+            pool = contender.open(workers)
+            waiters = [submit(pool, noop, i) for i in range(workers)]
+            for wait in waiters:
+                wait()
+            contender.close(pool)
+        return (time.perf_counter() - started) / n * 1e3
+
+    return run
+
+
 def _case(
     scenario: str, group: str, label: str, unit: str, contender: Contender, run: Callable[[], float]
 ) -> Case:
@@ -122,10 +141,18 @@ def latency(sizes: Sizes) -> list[Case]:
 
 def startup(sizes: Sizes) -> list[Case]:
     cases: list[Case] = []
+    workers = sizes.workers
     for table in (THREADS, PROCESSES):
-        group = f"{KINDS[table[0].kind]}: start + shutdown, {sizes.workers} workers, empty"
+        kind = KINDS[table[0].kind]
+        group = f"{kind}: start + shutdown, {workers} workers, empty"
         for c in table:
             if c.startup:
-                run = _start_stop(c, sizes.workers, sizes.startups)
+                run = _start_stop(c, workers, sizes.startups)
+                cases.append(_case("startup", group, c.label, "ms", c, run))
+        # A pool's whole life for a short job: a worker or two start, run the no-ops, stop.
+        group = f"{kind}: start, {workers} no-ops, shutdown, {workers} workers"
+        for c in table:
+            if c.startup and c.submit is not None:
+                run = _start_run_stop(c, workers, sizes.startups)
                 cases.append(_case("startup", group, c.label, "ms", c, run))
     return cases
