@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from multiprocessing.managers import SyncManager
 from typing import Any
+from unittest import mock
 
 import pytest
 from helpers import assert_accounted, wait_until
@@ -570,6 +571,19 @@ def test_with_block_calls_a_subclass_shutdown() -> None:
     with Tracked(1) as pool:
         task = pool.submit(square, 3)
     assert calls == [True] and task.result() == 9 and pool.stats().workers == 0
+
+
+def test_with_block_calls_a_patched_shutdown() -> None:
+    """A shutdown patched on the class or on the pool is what a with block calls."""
+    original = workpool.Pool.shutdown
+    patched = mock.patch.object(workpool.Pool, "shutdown", autospec=True, side_effect=original)
+    with patched as on, workpool.Pool(1) as pool:
+        pool.submit(square, 2)
+    assert on.call_count == 1 and pool.stats().closed
+    pool = workpool.Pool(1)
+    with mock.patch.object(pool, "shutdown", wraps=pool.shutdown) as it, pool:
+        pool.submit(square, 2)
+    assert it.call_count == 1 and pool.stats().closed
 
 
 @pytest.mark.every_start_method

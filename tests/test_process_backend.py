@@ -85,6 +85,11 @@ def return_value(value: Any) -> Any:
     return value
 
 
+def start_a_fork_pool_inside(value: int) -> Any:
+    with workpool.Pool(1, backend="process", start_method="fork") as pool:
+        return pool.submit(return_value, value + 1).result(timeout=20)
+
+
 def return_a_lock() -> threading.Lock:
     return threading.Lock()
 
@@ -752,6 +757,22 @@ def test_a_forked_worker_opens_its_pipe_under_the_fork_lock(
     assert pool.submit(return_value, 7).result(timeout=60) == 7
     assert held == [True]
     assert not process_backend._fork_lock.locked()
+
+
+def test_workers_are_left_off_multiprocessing_list_of_children(make_process_pool: Any) -> None:
+    """The pool reaps its workers itself: multiprocessing, which polls every child on its list
+    at each start from any thread (two polls at once misread a dead child's exit code), neither
+    lists nor polls them."""
+    pool = make_process_pool(workers=2)
+    pids = {t.result(timeout=60) for t in [pool.submit(pid) for _ in range(4)]}
+    assert pids and not pids & {p.pid for p in multiprocessing.active_children()}
+
+
+def test_a_forked_worker_can_start_a_fork_pool_of_its_own(make_process_pool: Any) -> None:
+    """A worker is forked while the fork lock is held; its copy of the lock is fresh, so a
+    task that starts a fork pool of its own does not wait for a lock no thread will release."""
+    pool = make_process_pool(workers=1, start_method="fork")
+    assert pool.submit(start_a_fork_pool_inside, 1).result(timeout=60) == 2
 
 
 def test_two_take_backs_unread_by_the_worker_never_run_a_task_or_mismatch_replies(

@@ -4,7 +4,7 @@ Bounded queues with backpressure, priorities, per-task timeouts and retries, aut
 pause/resume, graceful shutdown with a deadline, and stats, over one ``Pool`` API.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ._errors import (
     BrokenPool,
@@ -24,24 +24,23 @@ from ._task import Task, TaskContext, TaskState, current_task
 from ._version import __version__
 from .observe.progress import progress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a type checker sees the import (and no __getattr__ to accept typos)
     from ._async_pool import AsyncPool
+else:
 
+    def __getattr__(name: str) -> object:
+        # AsyncPool is imported on first use: it brings asyncio, a quarter of what ``import
+        # workpool`` took (30 of 125 ms here), paid by every user of threads and processes,
+        # and by the forkserver, which imports workpool before it forks the first worker.
+        if name == "AsyncPool":
+            from ._async_pool import AsyncPool
 
-def __getattr__(name: str) -> Any:
-    # AsyncPool is imported on first use: it brings asyncio, a quarter of what ``import
-    # workpool`` took (30 of 125 ms here), paid by every user of threads and processes, and
-    # by the forkserver, which imports workpool before it forks the first worker.
-    if name == "AsyncPool":
-        from ._async_pool import AsyncPool
+            globals()["AsyncPool"] = AsyncPool
+            return AsyncPool
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-        globals()["AsyncPool"] = AsyncPool
-        return AsyncPool
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})
 
 
 __all__ = [

@@ -327,8 +327,8 @@ class Pool(Executor):
         """``shutdown(wait=True)`` at the end of a ``with`` block, which has no use for its
         report: the report's stats snapshot, taken just after the workers' threads end, costs
         about 15 us of the 110 that shutting down a thread pool whose worker started takes."""
-        if type(self).shutdown is not Pool.shutdown:
-            self.shutdown(wait=True)  # a subclass's own, which a with block calls, as Executor's
+        if getattr(self.shutdown, "__func__", None) is not _POOL_SHUTDOWN:
+            self.shutdown(wait=True)  # another one (a subclass's, a patch): called, as Executor's
             return
         self._core.close(cancel_waiting=False)
         self._core.join(None)
@@ -367,6 +367,10 @@ class Pool(Executor):
             f"<Pool {self._backend_name}{state} workers={s.workers} busy={s.busy} "
             f"queued={s.queued}>"
         )
+
+
+_POOL_SHUTDOWN = Pool.shutdown
+"""``Pool.shutdown`` itself, which a ``with`` block may skip for ``_shutdown_without_report``."""
 
 
 class TaskOptionsView:

@@ -82,3 +82,13 @@ def start() -> None:
 
 
 _starting = threading.Lock()
+
+
+def _fresh_lock() -> None:
+    # A fork while another thread holds it would leave the child a copy no thread releases.
+    global _starting
+    _starting = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock)

@@ -23,6 +23,7 @@ import atexit
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.process
 import multiprocessing.util  # its exit hook is registered before ours: see _kill_leftovers
 import os
 import pickle
@@ -59,6 +60,17 @@ _fork_lock = threading.Lock()
 pipe opens until the parent has closed the child's end: a worker forked meanwhile, by any
 pool, would inherit that end, and the first one's death would not read as EOF (only the
 ``is_alive`` check of ``_receive`` would find it)."""
+
+
+def _fresh_fork_lock() -> None:
+    # A worker is forked while the lock is held: in the child, a copy held by no thread, on
+    # which a fork pool of its own (a task that starts one) would wait forever.
+    global _fork_lock
+    _fork_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_fork_lock)
 
 
 @functools.cache
@@ -377,6 +389,10 @@ class ProcessBackend(Backend):
             raise
         finally:
             theirs.close()
+        # The pool alone reaps its workers. multiprocessing polls every child on its list at
+        # each start() and active_children(), from whatever thread, and two polls at once of a
+        # forkserver child that just died misread its exit code as 255.
+        multiprocessing.process._children.discard(process)  # type: ignore[attr-defined]
         child.process, child.conn = process, ours
         child.replies = _child.Frames(ours)
 
@@ -572,8 +588,8 @@ class ProcessBackend(Backend):
 @atexit.register
 def _kill_leftovers() -> None:
     # Registered after multiprocessing's own exit hook, so it runs first. Pools still open drain
-    # first (as the stdlib executors do), then any child left (a hung task) is killed, so that
-    # multiprocessing's hook does not wait on it forever.
+    # first (as the stdlib executors do), then any child left (a hung task) is killed and
+    # reaped: multiprocessing's hook does not know of them (see _start_process).
     from .. import _pool
 
     _pool._drain_at_exit()
