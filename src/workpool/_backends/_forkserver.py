@@ -59,6 +59,21 @@ _WORKER_MODULES = (
 )
 
 
+_starting = threading.Lock()
+"""Held while the forkserver is started: workers start side by side, and the main script's
+path reaches the server through the environment, which one thread at a time may set."""
+
+
+def _fresh_lock() -> None:
+    # A fork while another thread holds it would leave the child a copy no thread releases.
+    global _starting
+    _starting = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_lock)
+
+
 def start() -> None:
     """Start the forkserver, if it is not running, telling it where the main script is."""
     from multiprocessing import forkserver, spawn
@@ -67,7 +82,7 @@ def start() -> None:
     if getattr(server, "_forkserver_pid", None) is not None:  # running (or restarted if dead)
         forkserver.ensure_running()
         return
-    with _starting:  # workers start side by side: one sets the environment the server reads
+    with _starting:
         data = spawn.get_preparation_data("workpool")
         path = data.get("init_main_from_path")
         if path is None or _main_preload not in getattr(server, "_preload_modules", ()):
@@ -79,16 +94,3 @@ def start() -> None:
             forkserver.ensure_running()
         finally:
             os.environ.pop(_MAIN_ENV, None)
-
-
-_starting = threading.Lock()
-
-
-def _fresh_lock() -> None:
-    # A fork while another thread holds it would leave the child a copy no thread releases.
-    global _starting
-    _starting = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock)
