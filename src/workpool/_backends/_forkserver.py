@@ -63,15 +63,9 @@ _starting = threading.Lock()
 """Held while the forkserver is started: workers start side by side, and the main script's
 path reaches the server through the environment, which one thread at a time may set."""
 
-
-def _fresh_lock() -> None:
-    # A fork while another thread holds it would leave the child a copy no thread releases.
-    global _starting
-    _starting = threading.Lock()
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_lock)
+    # A fork while another thread holds it would leave the child a copy no thread releases.
+    os.register_at_fork(after_in_child=_starting._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def start() -> None:

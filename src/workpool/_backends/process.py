@@ -61,16 +61,11 @@ pipe opens until the parent has closed the child's end: a worker forked meanwhil
 pool, would inherit that end, and the first one's death would not read as EOF (only the
 ``is_alive`` check of ``_receive`` would find it)."""
 
-
-def _fresh_fork_lock() -> None:
-    # A worker is forked while the lock is held: in the child, a copy held by no thread, on
-    # which a fork pool of its own (a task that starts one) would wait forever.
-    global _fork_lock
-    _fork_lock = threading.Lock()
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_fresh_fork_lock)
+    # A worker is forked while the lock is held: the child's copy, held by no thread of its
+    # own, is made free again (as concurrent.futures does with its locks), else a fork pool the
+    # child starts (a task that starts one) would wait on it forever.
+    os.register_at_fork(after_in_child=_fork_lock._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 @functools.cache
