@@ -35,7 +35,8 @@ def _on_warm_pool(contender: Contender, workers: int, work: Callable[[Any], None
         contender.close(pool)
 
 
-def _submit_all(contender: Contender, workers: int, n: int) -> Callable[[], float]:
+def _submitting(contender: Contender, n: int) -> Callable[[Any], None]:
+    """Work for a pool: submit ``n`` no-ops, then wait for each."""
     submit = contender.submit
     assert submit is not None
 
@@ -44,6 +45,11 @@ def _submit_all(contender: Contender, workers: int, n: int) -> Callable[[], floa
         for wait in waiters:
             wait()
 
+    return work
+
+
+def _submit_all(contender: Contender, workers: int, n: int) -> Callable[[], float]:
+    work = _submitting(contender, n)
     return lambda: _on_warm_pool(contender, workers, work) / n * 1e6
 
 
@@ -66,27 +72,17 @@ def _one_at_a_time(contender: Contender, workers: int, n: int) -> Callable[[], f
     return lambda: _on_warm_pool(contender, workers, work) / n * 1e6
 
 
-def _start_stop(contender: Contender, workers: int, n: int) -> Callable[[], float]:
-    def run() -> float:
-        started = time.perf_counter()
-        for _ in range(n):
-            contender.close(contender.open(workers))
-        return (time.perf_counter() - started) / n * 1e3
-
-    return run
-
-
-def _start_run_stop(contender: Contender, workers: int, n: int) -> Callable[[], float]:
-    submit = contender.submit
-    assert submit is not None
+def _start_stop(
+    contender: Contender, workers: int, n: int, work: Callable[[Any], None] | None = None
+) -> Callable[[], float]:
+    """Milliseconds to open a pool, do ``work`` on it (if any) and close it."""
 
     def run() -> float:
         started = time.perf_counter()
         for _ in range(n):
             pool = contender.open(workers)
-            waiters = [submit(pool, noop, i) for i in range(workers)]
-            for wait in waiters:
-                wait()
+            if work is not None:
+                work(pool)
             contender.close(pool)
         return (time.perf_counter() - started) / n * 1e3
 
@@ -153,6 +149,6 @@ def startup(sizes: Sizes) -> list[Case]:
         group = f"{kind}: start, {workers} no-ops, shutdown, {workers} workers"
         for c in table:
             if c.startup and c.submit is not None:
-                run = _start_run_stop(c, workers, sizes.startups)
+                run = _start_stop(c, workers, sizes.startups, _submitting(c, workers))
                 cases.append(_case("startup", group, c.label, "ms", c, run))
     return cases
