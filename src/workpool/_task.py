@@ -76,34 +76,44 @@ class Task(Future[T], Generic[T]):
     resolves an unwatched task under the lock it holds anyway), else one short global lock.
     """
 
-    # Set on every task; the rarer fields below fall back to class-level defaults.
+    # Written on the way of every task, Future's own fields among them: as slots, a task never
+    # builds the instance dict that Future, which has no slots, would give it. That dict cost
+    # 1 us a task on Python 3.13, 0.5 on 3.12 and 0.35 on 3.10 (nothing on 3.11).
     __slots__ = (
         "_cond",
         "_enqueued_at",
+        "_exception",
         "_owner",
+        "_result",
         "_seq",
+        "_sleeper",
+        "_started_at",
+        "_state",
         "_wp_state",
         "args",
         "attempts",
         "fn",
         "kwargs",
         "options",
+        "worker",
     )
+    _cond: threading.Condition | None
+    _result: Any
+    _exception: BaseException | None
+    _sleeper: threading.Lock | None  # held; released once the task is resolved
+    worker: WorkerSlot | None  # while an attempt runs (or is reserved), its slot
+    _started_at: float
 
-    # Future's fields, until they are set. Its waiter and callback lists are only ever touched
-    # under the Condition, so they are built with it; until then, nothing is in them.
-    _result: Any = None
-    _exception: BaseException | None = None
+    # Rarer fields fall back to class-level defaults until set. Future's waiter and callback
+    # lists are only ever touched under the Condition, so they are built with it; until then,
+    # nothing is in them.
     _waiters: Any = ()
     _done_callbacks: Any = ()
-    _sleeper: threading.Lock | None = None  # held; released once the task is resolved
 
     # The scheduler writes these (under the pool's lock) only when they change.
-    worker: WorkerSlot | None = None
     _cancel_requested = False
     _expired = False
     _deadline: float | None = None
-    _started_at = 0.0
     _batch = False  # a map's batch of items: long by design (see Scheduler.reserve)
 
     def __init__(
@@ -116,7 +126,9 @@ class Task(Future[T], Generic[T]):
     ) -> None:
         # Future.__init__ is not called: it would build the Condition now (see above).
         self._state = _PENDING
-        self._cond: threading.Condition | None = None
+        self._cond = None
+        self._result = self._exception = self._sleeper = self.worker = None
+        self._started_at = 0.0
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
