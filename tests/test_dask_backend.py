@@ -182,14 +182,26 @@ def test_submit_returns_the_value_and_raises_the_tasks_error(make_pool: Any) -> 
 
 
 def test_unpicklable_argument_or_result_fails_the_task(make_pool: Any) -> None:
-    """A call whose argument or result cannot be pickled fails with TypeError; none hangs."""
+    """A call whose argument or result cannot be pickled fails with TypeError; none hangs.
+
+    Dask refuses the argument in the submitting thread; the refusal is reported from another
+    thread, since the pool's ``done`` takes its lock in a form a Ctrl-C could leave held."""
     pool = make_pool()
+    reporters: list[threading.Thread] = []
+    done = pool._core.done
+
+    def recording_done(*args: Any) -> Any:
+        reporters.append(threading.current_thread())
+        return done(*args)
+
+    pool._core.done = recording_done
     with pytest.raises(TypeError):
         pool.submit(len, threading.Lock()).result(timeout=30)
     with pytest.raises(TypeError, match="cannot be pickled"):
         pool.submit(make_lock).result(timeout=30)
     assert pool.submit(square, 2).result(timeout=30) == 4
     assert_accounted(pool.stats())
+    assert len(reporters) == 3 and threading.main_thread() not in reporters
 
 
 def test_map_keeps_input_order_or_yields_as_completed(make_pool: Any) -> None:

@@ -21,6 +21,7 @@ from workpool import QueueFull, TaskState, TaskTimeout
 from workpool._backends import thread as thread_backend
 from workpool._backends._parking import Parker
 from workpool._core import PoolCore
+from workpool._locking import yield_to_holder
 
 
 def test_timeout_abandons_a_task_that_ignores_its_context() -> None:
@@ -408,3 +409,33 @@ def test_a_fault_after_a_task_is_counted_still_resolves_it(
     finally:
         pool.shutdown(wait=False, cancel_futures=True)  # the second waits for a lost wake-up
     assert second.cancelled()
+
+
+def test_a_task_ending_while_the_pool_lock_is_held_waits_for_it() -> None:
+    """A worker that finds the pool's lock taken as its task ends yields, then blocks on the
+    lock, and reports the task once the lock is free: no result lands outside the lock."""
+    finish = threading.Event()
+    with workpool.Pool(1) as pool:
+        task = pool.submit(lambda: finish.wait(10) and 7)
+        wait_until(lambda: pool.stats().busy == 1)
+        (worker,) = pool._core.backend._threads.values()
+        assert worker.ident is not None
+        lock = pool._core.lock
+        with lock:
+            finish.set()
+
+            def reporting() -> bool:
+                frame = sys._current_frames().get(worker.ident)
+                return frame is not None and frame.f_code.co_name in ("done", "yield_to_holder")
+
+            wait_until(reporting)
+            assert not task.done()
+        assert task.result(timeout=10) == 7
+
+
+def test_yield_to_holder_gives_up_on_a_lock_that_stays_held() -> None:
+    """Yielding to a holder is bounded: a lock held throughout is left to a blocking take."""
+    lock = threading.Lock()
+    with lock:
+        yield_to_holder(lock)
+        assert lock.locked()

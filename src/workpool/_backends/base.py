@@ -37,7 +37,11 @@ class WorkerHost(Protocol):
     def done(
         self, slot: WorkerSlot, task: Task[Any], value: Any, error: BaseException | None
     ) -> Next:
-        """Report an attempt's end; returns the worker's next task, None (park) or RETIRE."""
+        """Report an attempt's end; returns the worker's next task, None (park) or RETIRE.
+
+        Called only from a thread the backend runs, never from the caller of ``start`` or
+        ``wake``: it takes the pool's lock in a form that a Ctrl-C in the main thread could
+        leave held."""
 
     def idle_expired(self, slot: WorkerSlot) -> Directive | None:
         """A parked worker waited ``park_timeout()``: RETIRE, None (park again), or woken."""

@@ -192,6 +192,14 @@ class DaskBackend(Backend):
             try:
                 future = self._submit(task)
             except Exception as exc:  # the client is closed, or the call cannot be pickled
+                if threading.current_thread() is threading.main_thread():
+                    # Never where a Ctrl-C can land (see WorkerHost.done): a helper reports it.
+                    helper = threading.Thread(
+                        target=self._refused, args=(slot, task, exc), name="workpool-dask-refused"
+                    )
+                    helper.start()
+                    helper.join()
+                    return
                 task = self.host.done(slot, task, None, exc)
                 continue
             with self._lock:
@@ -205,6 +213,10 @@ class DaskBackend(Backend):
                 slot.handle.parked_at = time.monotonic()
                 self._parked[slot.id] = slot
                 self._changed.notify_all()
+
+    def _refused(self, slot: WorkerSlot, task: Task[Any], error: Exception) -> None:
+        """Fail the attempt Dask would not take, and carry on with the lane's next task."""
+        self._advance(slot, self.host.done(slot, task, None, error))
 
     def _submit(self, task: Task[Any]) -> Any:
         info = AttemptInfo(task.id, task.attempts, task.options.timeout, self._isolate)
