@@ -259,7 +259,7 @@ class PoolCore:
         # Tried first, then taken: a check of lock.locked() before a `with` can lose the GIL
         # between the two, then block, and one such block starts a convoy of context switches
         # that once held the flood of no-op tasks at 12-16 us a task instead of 10. Not `with`:
-        # backends call this only from threads of their own, which no Ctrl-C interrupts.
+        # backends never call this from the main thread, the one a Ctrl-C interrupts.
         if not lock.acquire(False):
             yield_to_holder(lock)
             lock.acquire()

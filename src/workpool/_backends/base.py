@@ -39,9 +39,9 @@ class WorkerHost(Protocol):
     ) -> Next:
         """Report an attempt's end; returns the worker's next task, None (park) or RETIRE.
 
-        Called only from a thread the backend runs, never from the caller of ``start`` or
-        ``wake``: it takes the pool's lock in a form that a Ctrl-C in the main thread could
-        leave held."""
+        Never called from the main thread, where a Ctrl-C lands: it takes the pool's lock in a
+        form that a ``KeyboardInterrupt`` raised just after the lock is taken would leave held.
+        """
 
     def idle_expired(self, slot: WorkerSlot) -> Directive | None:
         """A parked worker waited ``park_timeout()``: RETIRE, None (park again), or woken."""
