@@ -201,7 +201,30 @@ def test_unpicklable_argument_or_result_fails_the_task(make_pool: Any) -> None:
         pool.submit(make_lock).result(timeout=30)
     assert pool.submit(square, 2).result(timeout=30) == 4
     assert_accounted(pool.stats())
-    assert len(reporters) == 3 and threading.main_thread() not in reporters
+    assert [thread.name for thread in reporters].count("workpool-dask-refused") == 1
+    assert threading.main_thread() not in reporters
+
+
+def test_a_refused_task_is_reported_without_the_submitter_waiting(make_pool: Any) -> None:
+    """The report of a refusal runs the task's callbacks in a thread of its own, which the
+    submitting thread does not wait for: it may hold a lock they need, as joblib does."""
+    pool = make_pool()
+    held = threading.RLock()
+    ran_in: list[str] = []
+
+    def callback(_: Any) -> None:
+        with held:
+            ran_in.append(threading.current_thread().name)
+
+    pool.pause()
+    refused = pool.submit(len, threading.Lock())
+    refused.add_done_callback(callback)
+    with held:
+        pool.resume()  # Dask refuses it here, in this thread
+    with pytest.raises(TypeError):
+        refused.result(timeout=30)
+    wait_until(lambda: bool(ran_in))
+    assert ran_in == ["workpool-dask-refused"]
 
 
 def test_map_keeps_input_order_or_yields_as_completed(make_pool: Any) -> None:

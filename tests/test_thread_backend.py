@@ -412,8 +412,8 @@ def test_a_fault_after_a_task_is_counted_still_resolves_it(
 
 
 def test_a_task_ending_while_the_pool_lock_is_held_waits_for_it() -> None:
-    """A worker that finds the pool's lock taken as its task ends yields, then blocks on the
-    lock, and reports the task once the lock is free: no result lands outside the lock."""
+    """A worker that finds the pool's lock taken as its task ends waits for it, and reports
+    the task once it is free: no result lands outside the lock."""
     finish = threading.Event()
     with workpool.Pool(1) as pool:
         task = pool.submit(lambda: finish.wait(10) and 7)
@@ -434,7 +434,8 @@ def test_a_task_ending_while_the_pool_lock_is_held_waits_for_it() -> None:
 
 
 def test_yield_to_holder_gives_up_on_a_lock_that_stays_held() -> None:
-    """Yielding to a holder is bounded: a lock held throughout is left to a blocking take."""
+    """Yielding to a holder is bounded: it returns while the lock is still held (the caller
+    then blocks on it), and leaves the lock to its holder."""
     lock = threading.Lock()
     with lock:
         yield_to_holder(lock)

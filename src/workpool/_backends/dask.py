@@ -192,13 +192,9 @@ class DaskBackend(Backend):
             try:
                 future = self._submit(task)
             except Exception as exc:  # the client is closed, or the call cannot be pickled
-                if threading.current_thread() is threading.main_thread():
-                    # Never where a Ctrl-C can land (see WorkerHost.done): a helper reports it.
-                    helper = threading.Thread(
-                        target=self._refused, args=(slot, task, exc), name="workpool-dask-refused"
-                    )
-                    helper.start()
-                    helper.join()
+                if threading.current_thread() is threading.main_thread() and self._refuse_later(
+                    slot, task, exc
+                ):
                     return
                 task = self.host.done(slot, task, None, exc)
                 continue
@@ -214,9 +210,24 @@ class DaskBackend(Backend):
                 self._parked[slot.id] = slot
                 self._changed.notify_all()
 
-    def _refused(self, slot: WorkerSlot, task: Task[Any], error: Exception) -> None:
-        """Fail the attempt Dask would not take, and carry on with the lane's next task."""
-        self._advance(slot, self.host.done(slot, task, None, error))
+    def _refuse_later(self, slot: WorkerSlot, task: Task[Any], error: Exception) -> bool:
+        """Report an attempt Dask would not take from a thread of its own, never the main one,
+        where a Ctrl-C can land (see ``WorkerHost.done``); False if no thread can start.
+
+        Not waited for: the task's callbacks run there, and the caller may hold a lock they
+        need (joblib submits holding one)."""
+
+        def refused() -> None:
+            try:
+                self._advance(slot, self.host.done(slot, task, None, error))
+            except Exception:  # a bug must not leave the lane silent
+                _log.exception("workpool's Dask backend failed to report %s", task.id)
+
+        try:
+            threading.Thread(target=refused, name="workpool-dask-refused", daemon=True).start()
+        except RuntimeError:  # out of threads: report it here after all
+            return False
+        return True
 
     def _submit(self, task: Task[Any]) -> Any:
         info = AttemptInfo(task.id, task.attempts, task.options.timeout, self._isolate)
