@@ -144,9 +144,11 @@ def test_one_task_at_a_time_never_loses_a_wake_up(make_pool: Callable[..., workp
 
 def test_a_task_on_the_common_path_keeps_its_fields_in_slots() -> None:
     """Future has no slots, so every field a task's way writes outside Task's slots builds an
-    instance dict (1 us a task on Python 3.13): none does, waited for or not."""
+    instance dict (1 us a task on Python 3.13): none does, waited for or not, with a timeout
+    or without."""
     with workpool.Pool(workers=1) as pool:
         unwatched = pool.submit(abs, -1)
+        deadlined = pool.options(timeout=60).submit(abs, -3)
         pool.wait()
         release = threading.Event()
         blocker = pool.submit(release.wait, 10)
@@ -156,7 +158,8 @@ def test_a_task_on_the_common_path_keeps_its_fields_in_slots() -> None:
         release.set()
         waiter.join()
     assert outcome == [2] and unwatched.result() == 1 and blocker.result() is True
-    for task in (unwatched, waited, blocker):
+    assert deadlined.result() == 3
+    for task in (unwatched, deadlined, waited, blocker):
         assert vars(task) == {}
 
 

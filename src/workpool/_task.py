@@ -81,6 +81,7 @@ class Task(Future[T], Generic[T]):
     # 1 us a task on Python 3.13, 0.5 on 3.12 and 0.35 on 3.10 (nothing on 3.11).
     __slots__ = (
         "_cond",
+        "_deadline",
         "_enqueued_at",
         "_exception",
         "_owner",
@@ -98,6 +99,7 @@ class Task(Future[T], Generic[T]):
         "worker",
     )
     _cond: threading.Condition | None
+    _deadline: float | None  # while an attempt with a timeout runs
     _result: Any
     _exception: BaseException | None
     _sleeper: threading.Lock | None  # held; released once the task is resolved
@@ -113,7 +115,6 @@ class Task(Future[T], Generic[T]):
     # The scheduler writes these (under the pool's lock) only when they change.
     _cancel_requested = False
     _expired = False
-    _deadline: float | None = None
     _batch = False  # a map's batch of items: long by design (see Scheduler.reserve)
 
     def __init__(
@@ -127,7 +128,7 @@ class Task(Future[T], Generic[T]):
         # Future.__init__ is not called: it would build the Condition now (see above).
         self._state = _PENDING
         self._cond = None
-        self._result = self._exception = self._sleeper = self.worker = None
+        self._result = self._exception = self._sleeper = self.worker = self._deadline = None
         self._started_at = 0.0
         self.fn = fn
         self.args = args
