@@ -18,6 +18,7 @@ from helpers import assert_accounted, wait_until
 
 import workpool
 from workpool import QueueFull, TaskState, TaskTimeout
+from workpool import _locking as locking
 from workpool._backends import thread as thread_backend
 from workpool._backends._parking import Parker
 from workpool._core import PoolCore
@@ -433,10 +434,30 @@ def test_a_task_ending_while_the_pool_lock_is_held_waits_for_it() -> None:
         assert task.result(timeout=10) == 7
 
 
-def test_yield_to_holder_gives_up_on_a_lock_that_stays_held() -> None:
-    """Yielding to a holder is bounded: it returns while the lock is still held (the caller
-    then blocks on it), and leaves the lock to its holder."""
+def test_yield_to_holder_returns_once_the_lock_is_free_or_gives_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Yielding spins with sleep(0), then naps, and returns as soon as the holder lets go; a
+    lock held throughout is left to a blocking take after a bounded number of sleeps."""
     lock = threading.Lock()
-    with lock:
+    slept: list[float] = []
+    release_after: list[int] = []
+
+    def sleep(seconds: float) -> None:  # the holder runs while the caller sleeps
+        slept.append(seconds)
+        if len(slept) in release_after:
+            lock.release()
+
+    monkeypatch.setattr(locking.time, "sleep", sleep)
+    lock.acquire()
+    release_after.append(locking._SPINS + 2)  # let go during the second nap
+    yield_to_holder(lock)
+    assert not lock.locked()
+    assert slept == [0] * locking._SPINS + [locking._NAP] * 2
+
+    slept.clear()
+    release_after.clear()
+    with lock:  # held throughout
         yield_to_holder(lock)
         assert lock.locked()
+    assert slept == [0] * locking._SPINS + [locking._NAP] * locking._NAPS
