@@ -311,6 +311,64 @@ def test_priority_orders_queued_work(make_pool: MakePool, manager: SyncManager) 
     assert list(order) == [4, 2, 5, 1, 3]
 
 
+def test_tasks_submitted_while_every_worker_is_busy_count_and_run_in_order(
+    make_pool: MakePool, gate: Gate, manager: SyncManager
+) -> None:
+    """With no worker free, a task goes in without the pool's lock; it counts as queued at
+    once, and runs in submission order, interleaved with a retry and a prioritised task."""
+    pool = make_pool(1, priority_aging=0)
+    running = pool.submit(gate.wait)
+    gate.await_entries(1)
+    order = manager.list()
+    tasks = [pool.submit(order.append, i) for i in range(20)]
+    stats = pool.stats()
+    assert (stats.queued, stats.submitted, stats.busy) == (20, 21, 1)
+    assert pool.stats().queued == 20  # reading counts nothing twice
+    first = pool.options(priority=1).submit(order.append, "first")
+    gate.open()
+    assert pool.wait(10) and running.result() is None
+    assert list(order) == ["first", *range(20)]
+    assert all(t.done() for t in tasks) and pool.stats().succeeded == 22 and first.done()
+    assert_accounted(pool.stats())
+
+
+@pytest.mark.parametrize("cancel_futures", [False, True])
+def test_no_task_is_lost_when_submitters_race_a_shutdown(
+    make_pool: MakePool, cancel_futures: bool
+) -> None:
+    """Submitters that keep going while the pool shuts down each get a task that ends (run,
+    or cancelled by the shutdown) or PoolClosed, never a task left waiting forever."""
+    pool = make_pool(2)
+    start = threading.Barrier(4, timeout=10)
+    accepted: list[list[workpool.Task[Any]]] = [[], [], []]
+    stopped_by: list[BaseException] = []
+
+    def submitter(mine: list[workpool.Task[Any]]) -> None:
+        start.wait()
+        try:
+            for i in itertools.count():
+                mine.append(pool.submit(square, i))
+        except BaseException as error:
+            stopped_by.append(error)
+
+    threads = [threading.Thread(target=submitter, args=(mine,)) for mine in accepted]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    wait_until(lambda: pool.stats().submitted >= 300)
+    report = pool.shutdown(wait=True, cancel_futures=cancel_futures)
+    for thread in threads:
+        thread.join(10)
+    assert [type(error) for error in stopped_by] == [PoolClosed] * 3
+    tasks = [task for mine in accepted for task in mine]
+    assert report.completed and all(task.done() for task in tasks)
+    if not cancel_futures:
+        assert all(task.result() == square(i) for mine in accepted for i, task in enumerate(mine))
+    stats = pool.stats()
+    assert stats.submitted == len(tasks) and stats.queued == 0
+    assert_accounted(stats)
+
+
 def test_rate_limit_bounds_task_starts(make_pool: MakePool) -> None:
     """rate_limit=(n, s) starts at most a burst of n, then n per s seconds."""
     pool = make_pool(4, rate_limit=(5, 0.1))

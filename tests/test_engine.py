@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import itertools
 import pickle
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from typing import Any
 
@@ -19,7 +21,16 @@ from workpool import (
     TaskTimeout,
     WorkerCrashed,
 )
-from workpool._engine import RETIRE, Directive, Outcome, Scheduler, SlotState, WorkerSlot, scheduler
+from workpool._engine import (
+    RETIRE,
+    Directive,
+    Offer,
+    Outcome,
+    Scheduler,
+    SlotState,
+    WorkerSlot,
+    scheduler,
+)
 from workpool._task import Task
 
 NO_BACKOFF = RetryPolicy(base_delay=0.0)
@@ -680,3 +691,213 @@ def test_cancel_of_a_reserved_task_only_requests() -> None:
     s.reserve(slot)
     assert s.cancel(tasks[1]) is None and tasks[1]._cancel_requested
     assert tasks[1] in s.waiting_tasks()
+
+
+# -- offers: tasks queued without the pool's lock ------------------------------------------------
+
+
+class Interleaved(list[Any]):
+    """A list whose ``append`` first runs ``meanwhile``: what another thread did just before."""
+
+    def __init__(self, meanwhile: Callable[[], object]) -> None:
+        super().__init__()
+        self.meanwhile = meanwhile
+
+    def append(self, item: Any) -> None:
+        self.meanwhile()
+        super().append(item)
+
+
+class InterleavedDeque(collections.deque[Any]):
+    """A deque whose ``append`` runs ``meanwhile`` just before (or just after) it."""
+
+    def __init__(self, meanwhile: Callable[[], object], *, after: bool = False) -> None:
+        super().__init__()
+        self.meanwhile, self.after = meanwhile, after
+
+    def append(self, item: Any) -> None:
+        if not self.after:
+            self.meanwhile()
+        super().append(item)
+        if self.after:
+            self.meanwhile()
+
+
+def all_busy(
+    workers: int = 1, **kwargs: Any
+) -> tuple[Scheduler, list[WorkerSlot], list[Task[Any]]]:
+    """Every worker the scheduler may have runs a task: the state in which offers go in."""
+    s = engine(workers, **kwargs)
+    running = [make_task() for _ in range(workers)]
+    for task in running:
+        s.submit(task, 0)
+    slots, s.wakeups = s.wakeups, []
+    for slot, task in zip(slots, running):
+        assert s.take(slot, 0) is task
+    return s, slots, running
+
+
+def test_an_offer_goes_in_only_while_every_worker_is_busy() -> None:
+    """Nobody to wake or start, no bound, no rate, priority 0: anything else needs a decision
+    under the lock, so the offer is declined, and leaves no trace."""
+    fresh = engine(min_workers=0, max_workers=1)
+    bounded, rated = all_busy(queue_size=5)[0], all_busy(rate_limit=(10, 1.0))[0]
+    for declined in (fresh, bounded, rated):
+        assert declined.offer(make_task(), 0) is Offer.DECLINED and not declined.inbox
+    s, [slot], [running] = all_busy()
+    assert s.offer(make_task(priority=1), 0) is Offer.DECLINED
+    task = make_task()
+    assert s.offer(task, 2.5) is Offer.QUEUED
+    assert list(s.inbox) == [task] and task._enqueued_at == 2.5
+    s.complete(slot, running, None, 3)
+    assert s.take(slot, 3) is task  # counted in as it is taken
+    assert s.take(slot, 3) is None and s.offer(make_task(), 3) is Offer.DECLINED  # idle
+    s.close()
+    assert s.offer(make_task(), 4) is Offer.DECLINED and accounted(s)
+
+
+def test_offered_tasks_run_behind_the_tasks_before_them_and_ahead_of_later_ones() -> None:
+    """Counted in before anything joins the queue: a submission under the lock, or a retry."""
+    retried = make_task(retries=1, retry=NO_BACKOFF)
+    s = engine(1)
+    s.submit(retried, 0)
+    [slot] = s.wakeups
+    assert s.take(slot, 0) is retried
+    offered = [make_task(), make_task()]
+    for task in offered:
+        assert s.offer(task, 1) is Offer.QUEUED
+    assert s.complete(slot, retried, ValueError("again"), 2) is Outcome.RETRY
+    later = make_task(priority=-1)
+    s.submit(later, 3)
+    assert [s.take(slot, 4) for _ in range(3)] == [*offered, retried]
+    assert s.take(slot, 5) is later
+    assert accounted(s)
+
+
+def test_offered_tasks_count_as_queued_until_the_pool_closes() -> None:
+    """Readers count the inbox in without touching it; after a close, what is left in it is
+    its submitters' to take back, and counts nowhere."""
+    s, _, _ = all_busy()
+    offered = make_task()
+    assert s.offer(offered, 1) is Offer.QUEUED
+    stats = s.stats()
+    assert (stats.queued, stats.submitted, s.unfinished) == (1, 2, 2)
+    assert s.waiting_tasks() == [offered] and s.contended()
+    assert list(s.inbox) == [offered]  # still there: reading counted nothing in
+    s.close()  # counts it in, before closing
+    assert not s.inbox and s.queued == 1 and accounted(s)
+    late = make_task()
+    s.inbox.append(late)  # an offer that went in as the pool closed
+    stats = s.stats()
+    assert (stats.queued, stats.submitted, s.unfinished) == (1, 2, 2)
+    assert s.waiting_tasks() == [offered]
+    assert s.settle(late) is False and not s.inbox
+
+
+def test_cancelling_an_offered_task_counts_it_in_first() -> None:
+    s, [slot], [running] = all_busy()
+    offered = make_task()
+    s.offer(offered, 1)
+    assert s.cancel(offered) is True and offered.state is TaskState.CANCELLED
+    assert s.queued == 0 and s.cancelled == 1 and accounted(s)
+    s.complete(slot, running, None, 2)
+    assert s.take(slot, 2) is None  # skipped in the queue
+
+
+def test_an_offer_that_raced_a_worker_turning_idle_is_settled_under_the_lock() -> None:
+    """The worker finished and parked between the offer's look and its append: the offer looks
+    again, and settling it wakes the idle worker for it."""
+    s, [slot], [running] = all_busy()
+
+    def worker_turns_idle() -> None:
+        s.complete(slot, running, None, 1)
+        assert s.take(slot, 1) is None and slot.state is SlotState.IDLE
+
+    s.inbox = InterleavedDeque(worker_turns_idle)
+    offered = make_task()
+    assert s.offer(offered, 1) is Offer.UNSETTLED
+    assert s.settle(offered) is True
+    assert s.wakeups == [slot] and slot.state is SlotState.WOKEN
+    assert s.take(slot, 2) is offered and accounted(s)
+
+
+def test_a_worker_turning_idle_looks_at_the_inbox_after_it_says_so() -> None:
+    """The offer went in after the worker found the queue empty, before it was listed idle: the
+    offer saw no idle worker, so the worker must see the offer, and take it."""
+    s, [slot], [running] = all_busy()
+    offered = make_task()
+    s._idle = Interleaved(lambda: s.offer(offered, 1))
+    s.complete(slot, running, None, 1)
+    assert s.take(slot, 1) is offered  # instead of parking
+    assert not s.inbox and not s._idle and not s.wakeups
+    assert slot.state is SlotState.BUSY and accounted(s)
+
+
+def test_an_offer_that_raced_a_close_is_taken_back() -> None:
+    """In after the close counted the inbox in: settling takes it out, for the caller to
+    reject; nothing counted it."""
+    s, _, _ = all_busy()
+    s.inbox = InterleavedDeque(s.close)
+    late = make_task()
+    assert s.offer(late, 1) is Offer.UNSETTLED
+    assert s.settle(late) is False
+    assert not s.inbox and s.submitted == 1 and accounted(s)
+
+
+def test_an_offer_counted_in_by_the_close_stays_in() -> None:
+    """In before the close: the close counts it in, and the closing pool drains it."""
+    s, [slot], [running] = all_busy()
+    s.inbox = InterleavedDeque(s.close, after=True)
+    offered = make_task()
+    assert s.offer(offered, 1) is Offer.UNSETTLED
+    assert s.settle(offered) is True
+    s.complete(slot, running, None, 2)
+    assert s.take(slot, 2) is offered
+    s.complete(slot, offered, None, 3)
+    assert s.take(slot, 3) is RETIRE and accounted(s)
+
+
+def test_an_offer_that_raced_a_worker_leaving_starts_a_replacement() -> None:
+    s, [gone, _], _ = all_busy(2, min_workers=0)
+    s.inbox = InterleavedDeque(lambda: s.lose(gone, WorkerCrashed("t"), 1))
+    offered = make_task()
+    assert s.offer(offered, 1) is Offer.UNSETTLED
+    assert s.settle(offered) is True
+    [replacement] = s.wakeups
+    assert replacement.state is SlotState.STARTING
+    assert s.take(replacement, 2) is offered
+
+
+def test_a_close_closes_before_it_counts_the_inbox_in() -> None:
+    """An offer made as the close counts the inbox in (after it measured it) must see the pool
+    closed; were it still open, the offer would go in uncounted and stay there."""
+    s, _, _ = all_busy()
+    offered = make_task()
+    offers: list[Offer] = []
+
+    class OfferAsItIsMeasured(collections.deque[Any]):
+        def __len__(self) -> int:
+            n = super().__len__()
+            if not offers:
+                offers.append(s.offer(offered, 1))
+            return n
+
+    s.inbox = OfferAsItIsMeasured()
+    s.close()
+    assert offers == [Offer.DECLINED] and not s.inbox
+
+
+def test_stats_count_the_inbox_once_though_offers_come_in_meanwhile() -> None:
+    """Offers take no lock, so one may come in while ``stats`` reads: its snapshot still adds
+    up (every submitted task in exactly one place)."""
+    s, _, _ = all_busy()
+
+    class OfferAsItIsRead(collections.deque[Any]):
+        def __len__(self) -> int:
+            n = super().__len__()
+            super().append(make_task())  # what another submitter offered meanwhile
+            return n
+
+    s.inbox = OfferAsItIsRead()
+    stats = s.stats()
+    assert stats.submitted == stats.queued + stats.busy

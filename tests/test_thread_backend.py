@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 import os
 import signal
@@ -22,6 +23,7 @@ from workpool import _locking as locking
 from workpool._backends import thread as thread_backend
 from workpool._backends._parking import Parker
 from workpool._core import PoolCore
+from workpool._engine import Scheduler
 from workpool._locking import yield_to_holder
 
 
@@ -461,3 +463,46 @@ def test_yield_to_holder_returns_once_the_lock_is_free_or_gives_up(
         yield_to_holder(lock)
         assert lock.locked()
     assert slept == [0] * locking._SPINS + [locking._NAP] * locking._NAPS
+
+
+def test_a_ctrl_c_before_an_unsettled_offer_is_settled_takes_the_task_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The only worker turned idle while a task went in without the lock, and Ctrl-C came
+    before the submitter could settle it under the lock: nobody would ever wake that worker
+    for it. The submitter takes it back: submit raised, so the task counts nowhere and
+    observers hear it was rejected."""
+
+    class Rejections(workpool.Observer):
+        def __init__(self) -> None:
+            self.rejected: list[tuple[workpool.Task[Any], type[BaseException]]] = []
+
+        def task_rejected(self, task: workpool.Task[Any], error: BaseException) -> None:
+            self.rejected.append((task, type(error)))
+
+    def interrupted(self: Scheduler, task: workpool.Task[Any]) -> bool:
+        raise KeyboardInterrupt
+
+    release = threading.Event()
+    observer = Rejections()
+    with workpool.Pool(1, observers=[observer]) as pool:
+        engine = pool._core.engine
+        busy = pool.submit(release.wait, 10)
+        wait_until(lambda: pool.stats().busy == 1)
+
+        class WorkerTurnsIdleMeanwhile(collections.deque[Any]):
+            def append(self, task: Any) -> None:
+                release.set()
+                wait_until(lambda: pool.stats().idle == 1)
+                super().append(task)
+
+        engine.inbox = WorkerTurnsIdleMeanwhile()
+        monkeypatch.setattr(Scheduler, "settle", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            pool.submit(int)
+        monkeypatch.undo()
+        assert busy.result(timeout=10) is True
+        assert not engine.inbox and [error for _, error in observer.rejected] == [KeyboardInterrupt]
+        stats = pool.stats()
+        assert (stats.submitted, stats.queued, stats.idle) == (1, 0, 1)
+        assert pool.submit(int, "7").result(timeout=10) == 7 and pool.wait(10)

@@ -19,7 +19,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from ._backends import Backend
-from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, WorkerSlot
+from ._engine import RETIRE, Directive, Next, Offer, Outcome, Scheduler, SlotState, WorkerSlot
 from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
 from ._locking import yield_to_holder
@@ -29,6 +29,7 @@ from ._task import _FINISHED, Task, TaskState, _current
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
 _QUEUED = TaskState.QUEUED
+_OFFER_QUEUED, _UNSETTLED = Offer.QUEUED, Offer.UNSETTLED
 
 Handed = tuple[Task[Any], Outcome, BaseException]
 """A reserved task that could not be taken back from its lost worker: how it ended."""
@@ -70,22 +71,37 @@ class PoolCore:
         engine, lock = self.engine, self.lock
         wakeups, accepted = None, False
         try:
+            # While every worker is busy, a task needs no decision: it goes in without the lock.
+            offer = engine.offer(task, self.clock())
+            if offer is _OFFER_QUEUED:
+                accepted = True
+                return
             if lock.locked():
                 yield_to_holder(lock)
             with lock:
-                if self.broken_error is not None:
-                    raise self.broken_error
-                if engine.queue_size and engine.full and not engine.closed:
-                    if not block:
-                        raise QueueFull(engine.queue_size)
-                    self._wait_for_room(timeout)
-                engine.submit(task, self.clock())
-                accepted = True
+                if offer is _UNSETTLED and engine.settle(task):
+                    accepted = True
+                else:
+                    if self.broken_error is not None:
+                        raise self.broken_error
+                    if engine.queue_size and engine.full and not engine.closed:
+                        if not block:
+                            raise QueueFull(engine.queue_size)
+                        self._wait_for_room(timeout)
+                    engine.submit(task, self.clock())
+                    accepted = True
                 if engine.timer_dirty:  # only ever with a rate limit
                     self._kick_timer()
                 if engine.wakeups:
                     wakeups, engine.wakeups = engine.wakeups, []
         except BaseException as error:
+            if not accepted and task in engine.inbox:
+                # Interrupted (a Ctrl-C, say) after its offer went in, maybe before a worker
+                # that turned idle meanwhile heard of it: take it back, unless counted in since.
+                with lock:
+                    accepted = not engine.withdraw(task)
+                    if engine.wakeups:
+                        wakeups, engine.wakeups = engine.wakeups, []
             if self.observers and not accepted:
                 emit(self.observers, "task_rejected", task, error)
             raise
@@ -237,7 +253,7 @@ class PoolCore:
         if lock.locked():
             yield_to_holder(lock)
         with lock:
-            if engine.reserved and not engine.queued:
+            if engine.reserved and not engine.queued and not engine.inbox:
                 self._steal_for(slot)
             task = engine.take(slot, self.clock())
             # _after_take() only when it has something to do: every task passes here
@@ -271,7 +287,7 @@ class PoolCore:
             handed = None
             if slot.ahead and slot.recycle:  # its worker is leaving
                 handed = self._hand_back(slot, now)
-            elif engine.reserved and not engine.queued and not slot.ahead:
+            elif engine.reserved and not engine.queued and not engine.inbox and not slot.ahead:
                 self._steal_for(slot)
             next_task = engine.take(slot, now)
             final = outcome is not _RETRY

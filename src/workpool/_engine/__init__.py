@@ -2,12 +2,13 @@
 
 from .queue import ReadyQueue
 from .scheduler import Scheduler
-from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
+from .vocabulary import RETIRE, Directive, Next, Offer, Outcome, SlotState, WorkerSlot
 
 __all__ = [
     "RETIRE",
     "Directive",
     "Next",
+    "Offer",
     "Outcome",
     "ReadyQueue",
     "Scheduler",

@@ -7,6 +7,9 @@ now T") and the current time, and carries out what it decides after releasing th
 to start or wake collect in ``wakeups``; everything else comes back as a return value. Because
 time only comes in as an argument, tests drive it with a manual clock and no threads.
 
+One call needs no lock: ``offer``, with which a submitter queues a task that needs no decision
+(every worker is busy) into ``inbox``, for the next holder of the lock to count in.
+
 The words it speaks (slots, outcomes, directives) are in ``vocabulary.py``.
 """
 
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import heapq
 import random
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
+from itertools import repeat, starmap
 from typing import Any, Literal
 
 from .._errors import PoolClosed, TaskTimeout, WorkerCrashed
@@ -23,7 +28,7 @@ from .._stats import PoolStats
 from .._task import Task, TaskState
 from .queue import ReadyQueue
 from .rate import RateLimit
-from .vocabulary import RETIRE, Directive, Next, Outcome, SlotState, WorkerSlot
+from .vocabulary import RETIRE, Directive, Next, Offer, Outcome, SlotState, WorkerSlot
 
 _QUEUED, _RUNNING, _DONE_OK = TaskState.QUEUED, TaskState.RUNNING, TaskState.SUCCEEDED
 
@@ -47,10 +52,12 @@ _SUCCEEDED, _FAILED, _CANCELLED = Outcome.SUCCEEDED, Outcome.FAILED, Outcome.CAN
 _RETRY = Outcome.RETRY
 _STARTING, _IDLE, _WOKEN = SlotState.STARTING, SlotState.IDLE, SlotState.WOKEN
 _BUSY = SlotState.BUSY
+_OFFER_QUEUED, _DECLINED, _UNSETTLED = Offer.QUEUED, Offer.DECLINED, Offer.UNSETTLED
 
 
 class Scheduler:
-    """Queue, retries, deadlines, scaling and counters for one pool. The caller holds a lock."""
+    """Queue, retries, deadlines, scaling and counters for one pool. The caller holds a lock,
+    for every call but ``offer``."""
 
     # Slots: past 30 attributes an instance's dict no longer shares its keys with the class's
     # other instances, and every attribute costs more to set and to read (the hot path reads
@@ -60,6 +67,7 @@ class Scheduler:
         "_delayed",
         "_idle",
         "_next_slot",
+        "_offers",
         "_queue",
         "_rate",
         "_rate_due",
@@ -73,6 +81,7 @@ class Scheduler:
         "ended",
         "failed",
         "idle_timeout",
+        "inbox",
         "lost_alive",
         "max_tasks_per_worker",
         "max_workers",
@@ -108,6 +117,9 @@ class Scheduler:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._queue = ReadyQueue(aging)
+        self.inbox: deque[Task[Any]] = deque()
+        """Tasks offered without the lock (``offer``), not counted in yet."""
+        self._offers = queue_size == 0 and rate_limit is None
         self._rate = None if rate_limit is None else RateLimit(*rate_limit)
         self._rate_due: float | None = None  # when a parked worker may start the next task
         self._delayed: list[tuple[float, int, Task[Any]]] = []
@@ -162,7 +174,7 @@ class Scheduler:
         now: a task waits for a worker (other than the ``own_queued`` of that work's own), or
         the pool is paused, closing or shrinking."""
         return (
-            self.queued > own_queued
+            self.queued + self._offered > own_queued
             or self.paused
             or self.closed
             or len(self._slots) > self.max_workers
@@ -170,14 +182,68 @@ class Scheduler:
 
     @property
     def unfinished(self) -> int:
-        return self.queued + self.reserved + self.delayed + self.busy
+        return self.queued + self._offered + self.reserved + self.delayed + self.busy
+
+    @property
+    def _offered(self) -> int:
+        """Tasks in the inbox, which count as queued while the pool is open. Once it closed,
+        those left are their submitters' to take back (``settle``)."""
+        return 0 if self.closed else len(self.inbox)
 
     # -- events from the submitting side ------------------------------------------------------
+
+    def offer(self, task: Task[Any], now: float) -> Offer:
+        """Queue ``task`` without the caller's lock, if that needs no decision.
+
+        It needs none while every worker the pool may have is running or about to take work
+        (nobody to wake or start), with no bound on the queue, no rate limit and priority 0.
+        The task then joins ``inbox``: the next holder of the lock who looks at the queue
+        counts it in behind the tasks before it (``submit``, ``take``, ``cancel``,
+        ``_enqueue``, ``_refill``, ``close``), and readers count it as queued. A worker that
+        turns idle or leaves, a raised ``max_workers`` or a close, while the task goes in, could
+        miss it, so the offer looks again after: ``UNSETTLED`` if one happened. (A worker
+        turning idle looks at the inbox after it says so: one of the two sees the other.)
+
+        ``now`` is stamped before the task goes in: tasks offered at the same moment by several
+        threads may go in a few microseconds out of their stamps' order.
+        """
+        if (
+            self._idle
+            or self.closed
+            or len(self._slots) < self.max_workers
+            or not self._offers
+            or task.options.priority
+        ):
+            return _DECLINED
+        task._enqueued_at = now
+        self.inbox.append(task)
+        if self._idle or self.closed or len(self._slots) < self.max_workers:
+            return _UNSETTLED
+        return _OFFER_QUEUED
+
+    def settle(self, task: Task[Any]) -> bool:
+        """Under the lock, after an ``UNSETTLED`` offer: count the inbox in and wake or start
+        the workers it needs (True). In a closed pool, take ``task`` back out of the inbox
+        (False: the caller rejects it), unless ``close`` counted it in before it closed."""
+        if not self.closed:
+            self._refill()
+            return True
+        return not self.withdraw(task)
+
+    def withdraw(self, task: Task[Any]) -> bool:
+        """Take an offered ``task`` back out of the inbox, if nobody counted it in yet."""
+        inbox = self.inbox
+        if task in inbox:
+            inbox.remove(task)
+            return True
+        return False
 
     def submit(self, task: Task[Any], now: float) -> None:
         """Queue a new task. The caller checks ``full`` first if it wants backpressure."""
         if self.closed:
             raise PoolClosed()
+        if self.inbox:
+            self._absorb()  # offered before it: ahead of it
         self.submitted += 1
         if self._rate is not None:
             self._rate.refresh(now)
@@ -196,6 +262,8 @@ class Scheduler:
 
         False: it had already finished.
         """
+        if self.inbox and not self.closed:
+            self._absorb()  # it may be there
         state = task._wp_state
         if state is _QUEUED and task.worker is None:
             if any(entry[2] is task for entry in self._delayed):
@@ -228,7 +296,9 @@ class Scheduler:
 
     def close(self) -> None:
         """Accept nothing more; idle workers are woken to drain the queue or retire."""
-        self.closed = True
+        if not self.closed:
+            self.closed = True  # first: an offer that sees it open went in before the count
+            self._absorb()
         self.paused = False
         self._wake_idle()
         self._refill()
@@ -252,6 +322,8 @@ class Scheduler:
                 or slot.recycle
             ):
                 return self._retire(slot)
+            if self.inbox and not self.closed:
+                self._absorb()
             ready = not self.paused and (self._rate is None or self._may_start(now))
             popped = None
             if ready:
@@ -266,6 +338,11 @@ class Scheduler:
                     return self._retire(slot)
                 slot.state = _IDLE
                 self._idle.append(slot)
+                if self.inbox and not self.closed:
+                    # Offered by a submitter who saw no idle worker, since this one looked. Now
+                    # that it is listed idle, it looks again: one of the two sees the other.
+                    self._idle.remove(slot)
+                    return self.take(slot, now)
                 return None
             task = popped
             self.queued -= 1
@@ -537,14 +614,15 @@ class Scheduler:
     # -- snapshot -----------------------------------------------------------------------------
 
     def stats(self) -> PoolStats:
+        offered = self._offered  # once: offers come in without the lock
         return PoolStats._of(
             {
                 "workers": len(self._slots),
                 "idle": len(self._idle),
                 "busy": self.busy,
-                "queued": self.queued + self.reserved,
+                "queued": self.queued + offered + self.reserved,
                 "delayed": self.delayed,
-                "submitted": self.submitted,
+                "submitted": self.submitted + offered,
                 "succeeded": self.succeeded,
                 "failed": self.failed,
                 "cancelled": self.cancelled,
@@ -571,11 +649,14 @@ class Scheduler:
     def waiting_tasks(self) -> list[Task[Any]]:
         delayed = [e[2] for e in self._delayed if e[2]._wp_state is _QUEUED]
         reserved = [task for slot in self._slots.values() for task in slot.ahead]
-        return [*reserved, *self._queue, *delayed]
+        offered = () if self.closed else tuple(self.inbox)
+        return [*reserved, *self._queue, *offered, *delayed]
 
     # -- internals ----------------------------------------------------------------------------
 
     def _enqueue(self, task: Task[Any], now: float) -> None:
+        if self.inbox and not self.closed:
+            self._absorb()  # offered before it: ahead of it
         task._enqueued_at = now
         self._queue.push(task, now)
         self.queued += 1
@@ -586,6 +667,8 @@ class Scheduler:
         """Wake idle workers, then start new ones, until every ready task has one coming; and
         once a closed pool has nothing left to run, wake every idle worker to retire (some may
         have parked while a retry was due, or while the pool was paused)."""
+        if self.inbox and not self.closed:
+            self._absorb()
         if self.paused:
             return
         if self.closed and not self.queued and not self.delayed:
@@ -621,6 +704,18 @@ class Scheduler:
         if self._rate_due is None or due < self._rate_due:
             self._rate_due = due
             self.timer_dirty = True
+
+    def _absorb(self) -> None:
+        """Count in the tasks offered without the lock, behind those queued before them."""
+        inbox = self.inbox
+        n = len(inbox)
+        # One call moves exactly those n from the front (submitters append at the back, and
+        # only a holder of the lock takes out): neither a thread switch nor a Ctrl-C can come
+        # between a task leaving the inbox and joining the queue. (Between the move and the
+        # counts, a Ctrl-C can, as between any two steps of the scheduler's.)
+        self._queue.fifo.extend(starmap(inbox.popleft, repeat((), n)))
+        self.submitted += n
+        self.queued += n
 
     def _wake_idle(self) -> None:
         """Wake every idle worker (a closed pool's: to drain the queue, or retire)."""

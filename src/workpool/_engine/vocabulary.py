@@ -73,3 +73,15 @@ class Outcome(enum.Enum):
     """The task is queued again (now or after its backoff): nothing to resolve."""
     STALE = "stale"
     """The attempt had already been concluded (timed out, lost): ignore what it returned."""
+
+
+class Offer(enum.Enum):
+    """What became of a task offered without the lock (``Scheduler.offer``)."""
+
+    QUEUED = "queued"
+    """It is in: nothing more to do."""
+    DECLINED = "declined"
+    """Not taken: submit it under the lock."""
+    UNSETTLED = "unsettled"
+    """Taken, but as it went in a worker turned idle or left, ``max_workers`` rose, or the pool
+    closed: ``settle`` it under the lock."""
