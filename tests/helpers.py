@@ -1,10 +1,13 @@
-"""Helpers for the tests: bounded waits on conditions, and the counters' invariant."""
+"""Helpers for the tests: bounded waits on conditions, the counters' invariant, and a join
+staged between a worker thread's listing and its start."""
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import workpool
 
@@ -51,3 +54,50 @@ def direct_children() -> set[int]:
             except OSError:
                 continue  # it exited meanwhile
     return children
+
+
+class _WatchedLock:
+    """A lock that tells when a thread had to wait for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.waited = threading.Event()
+
+    def __enter__(self) -> None:
+        if not self._lock.acquire(blocking=False):
+            self.waited.set()
+            self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+class JoinAsAWorkerStarts:
+    """Calls ``backend.join(0)`` from another thread at the moment the backend has listed a
+    worker's thread (in its dict ``listing``) and not started it yet, the moment a shutdown can
+    meet a replacement starting. ``errors`` gets what that join raised, once ``finished``."""
+
+    def __init__(self, backend: Any, listing: str) -> None:
+        self.errors: list[BaseException] = []
+        self.finished = threading.Event()
+        self.joiner = threading.Thread(target=self._join, args=(backend,))
+        starting = backend._starting = _WatchedLock()
+        stage = self
+
+        class Listing(dict[Any, Any]):
+            def __setitem__(self, key: Any, thread: Any) -> None:
+                super().__setitem__(key, thread)
+                if not stage.joiner.is_alive() and not stage.finished.is_set():
+                    stage.joiner.start()
+                    # Until it failed, or waits for the start to end: never a bare sleep.
+                    wait_until(lambda: stage.finished.is_set() or starting.waited.is_set())
+
+        setattr(backend, listing, Listing(getattr(backend, listing)))
+
+    def _join(self, backend: Any) -> None:
+        try:
+            backend.join(0)
+        except BaseException as error:
+            self.errors.append(error)
+        finally:
+            self.finished.set()

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import assert_accounted, wait_until
+from helpers import JoinAsAWorkerStarts, assert_accounted, wait_until
 
 import workpool
 from workpool import TaskState, TaskTimeout, WorkerCrashed
@@ -1196,3 +1196,14 @@ def test_a_pool_shut_down_without_waiting_stops_its_spare(
     hung.cancel()
     assert spare.given.is_set() and spare.slot is None
     assert spare_of(pool) is None
+
+
+def test_shutdown_never_meets_a_proxy_thread_listed_but_not_started() -> None:
+    """A replacement may start as the pool shuts down: join must wait for its proxy thread's
+    start, not try to join a thread that has not started (which raises)."""
+    with workpool.Pool(1, backend="process") as pool:
+        stage = JoinAsAWorkerStarts(pool._core.backend, "_proxies")
+        assert pool.submit(int, "3").result(timeout=30) == 3
+        assert stage.finished.wait(10)
+        stage.joiner.join(10)
+        assert stage.errors == []

@@ -15,7 +15,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
-from helpers import assert_accounted, wait_until
+from helpers import JoinAsAWorkerStarts, assert_accounted, wait_until
 
 import workpool
 from workpool import QueueFull, TaskState, TaskTimeout
@@ -506,3 +506,14 @@ def test_a_ctrl_c_before_an_unsettled_offer_is_settled_takes_the_task_back(
         stats = pool.stats()
         assert (stats.submitted, stats.queued, stats.idle) == (1, 0, 1)
         assert pool.submit(int, "7").result(timeout=10) == 7 and pool.wait(10)
+
+
+def test_shutdown_never_meets_a_worker_thread_listed_but_not_started() -> None:
+    """A replacement may start as the pool shuts down: join must wait for its start, not try
+    to join a thread that has not started (which raises)."""
+    with workpool.Pool(1) as pool:
+        stage = JoinAsAWorkerStarts(pool._core.backend, "_threads")
+        assert pool.submit(int, "3").result(timeout=10) == 3
+        assert stage.finished.wait(10)
+        stage.joiner.join(10)
+        assert stage.errors == []

@@ -148,7 +148,10 @@ class ProcessBackend(Backend):
         self._spare_allowed = spare_worker
         self._spare_wanted = False
         self._spare: _Spare | None = None
-        self._spare_lock = threading.Lock()
+        self._starting = threading.Lock()
+        """Guards the spare; and held while a proxy thread is listed and started, so that
+        ``join`` never finds one it cannot join yet (a replacement may start as the pool shuts
+        down)."""
         self._spares = itertools.count(1)
         self._closed = False
 
@@ -172,10 +175,16 @@ class ProcessBackend(Backend):
         proxy = threading.Thread(
             target=self._proxy, args=(slot,), name=f"workpool-process-{slot.id}", daemon=True
         )
-        self._proxies[slot.id] = proxy
-        self._children[slot.id] = child
-        _live_backends.add(self)  # it has a child to kill at exit, should one be left
-        proxy.start()
+        with self._starting:
+            self._proxies[slot.id] = proxy
+            self._children[slot.id] = child
+            _live_backends.add(self)  # it has a child to kill at exit, should one be left
+            try:
+                proxy.start()
+            except BaseException:
+                del self._proxies[slot.id], self._children[slot.id]  # nothing to join or kill
+                slot.handle = None
+                raise
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.parker.wake()
@@ -203,13 +212,16 @@ class ProcessBackend(Backend):
 
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for proxy in list(self._proxies.values()):
-            if proxy is threading.current_thread():
-                continue
-            proxy.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if proxy.is_alive():
-                return False
-        return True
+        current = threading.current_thread()
+        while True:  # until none is left: one may start a replacement as it leaves
+            with self._starting:
+                proxies = [proxy for proxy in self._proxies.values() if proxy is not current]
+            if not proxies:
+                return True
+            for proxy in proxies:
+                proxy.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if proxy.is_alive():
+                    return False
 
     def kill_all(self) -> None:
         """Kill every child at once (the interpreter is exiting)."""
@@ -274,7 +286,7 @@ class ProcessBackend(Backend):
         """Start a spare worker if one is wanted and none is there."""
         if not self._spare_wanted:
             return
-        with self._spare_lock:  # started under it, so that join() never sees it unstarted
+        with self._starting:  # listed and started under it: see join
             if self._spare is not None or self._closed:
                 return
             spare = _Spare(-next(self._spares))
@@ -295,13 +307,13 @@ class ProcessBackend(Backend):
         """The spare worker, for a slot to start (booted or still booting), if there is one."""
         if self._spare is None:
             return None
-        with self._spare_lock:
+        with self._starting:
             spare, self._spare = self._spare, None
         return spare
 
     def close(self) -> None:
         """The pool is closed: the spare, if any, stops, and none starts any more."""
-        with self._spare_lock:
+        with self._starting:
             self._closed = True
             spare, self._spare = self._spare, None
         if spare is not None:
@@ -311,7 +323,7 @@ class ProcessBackend(Backend):
         """The slot ``spare`` is to serve; None: stop (the pool closed, or an autoscaling pool
         found no use for it within ``idle_timeout``, as for an idle worker)."""
         if not spare.given.wait(self.host.park_timeout()):
-            with self._spare_lock:
+            with self._starting:
                 if self._spare is spare:
                     self._spare = None  # a worker going idle starts another
                     return None

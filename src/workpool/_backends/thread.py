@@ -43,6 +43,9 @@ class ThreadBackend(Backend):
         if thread_name_prefix:
             self.thread_name_prefix = thread_name_prefix
         self._threads: dict[int, threading.Thread] = {}
+        self._starting = threading.Lock()
+        """Held while a worker's thread is listed and started: ``join`` never finds one it
+        cannot join yet (a replacement may start as the pool shuts down)."""
 
     @staticmethod
     def default_workers() -> int:
@@ -57,13 +60,14 @@ class ThreadBackend(Backend):
             daemon=True,
         )
         slot.handle = Parker()
-        self._threads[slot.id] = thread
-        try:
-            thread.start()
-        except BaseException:
-            del self._threads[slot.id]  # never started: nothing to join, nothing to wake
-            slot.handle = None
-            raise
+        with self._starting:
+            self._threads[slot.id] = thread
+            try:
+                thread.start()
+            except BaseException:
+                del self._threads[slot.id]  # never started: nothing to join, nothing to wake
+                slot.handle = None
+                raise
 
     def wake(self, slot: WorkerSlot) -> None:
         slot.handle.wake()
@@ -76,13 +80,16 @@ class ThreadBackend(Backend):
 
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
-        for thread in list(self._threads.values()):
-            if thread is threading.current_thread():
-                continue  # shutdown called from inside a task of this pool
-            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                return False
-        return True
+        current = threading.current_thread()  # shutdown called from inside a task of this pool
+        while True:  # until none is left: one may start a replacement as it leaves
+            with self._starting:
+                threads = [thread for thread in self._threads.values() if thread is not current]
+            if not threads:
+                return True
+            for thread in threads:
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                if thread.is_alive():
+                    return False
 
     def _work(self, slot: WorkerSlot) -> None:
         host = self.host
