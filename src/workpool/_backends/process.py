@@ -213,15 +213,18 @@ class ProcessBackend(Backend):
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()
-        while True:  # until none is left: one may start a replacement as it leaves
+        while self._proxies:  # until none is left: one may start a replacement as it leaves
             with self._starting:
-                proxies = [proxy for proxy in self._proxies.values() if proxy is not current]
-            if not proxies:
-                return True
+                proxies = [*self._proxies.values()]
+            if current in proxies:
+                proxies.remove(current)
+                if not proxies:
+                    return True
             for proxy in proxies:
                 proxy.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 if proxy.is_alive():
                     return False
+        return True
 
     def kill_all(self) -> None:
         """Kill every child at once (the interpreter is exiting)."""

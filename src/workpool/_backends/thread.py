@@ -81,15 +81,18 @@ class ThreadBackend(Backend):
     def join(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         current = threading.current_thread()  # shutdown called from inside a task of this pool
-        while True:  # until none is left: one may start a replacement as it leaves
+        while self._threads:  # until none is left: one may start a replacement as it leaves
             with self._starting:
-                threads = [thread for thread in self._threads.values() if thread is not current]
-            if not threads:
-                return True
+                threads = [*self._threads.values()]
+            if current in threads:
+                threads.remove(current)
+                if not threads:
+                    return True
             for thread in threads:
                 thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 if thread.is_alive():
                     return False
+        return True
 
     def _work(self, slot: WorkerSlot) -> None:
         host = self.host

@@ -298,7 +298,8 @@ class Scheduler:
         """Accept nothing more; idle workers are woken to drain the queue or retire."""
         if not self.closed:
             self.closed = True  # first: an offer that sees it open went in before the count
-            self._absorb()
+            if self.inbox:
+                self._absorb()
         self.paused = False
         self._wake_idle()
         self._refill()
