@@ -15,6 +15,8 @@ Backends translate their native failures into workpool's exceptions here, at the
 
 from __future__ import annotations
 
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
@@ -133,3 +135,29 @@ class Backend(ABC):
     @abstractmethod
     def join(self, timeout: float | None) -> bool:
         """After the pool closed: wait for the workers to exit; False if some still run."""
+
+
+def join_threads(
+    threads: dict[int, threading.Thread],
+    starting: threading.Lock,
+    timeout: float | None,
+) -> bool:
+    """Join the workers' ``threads`` (a backend's listing, from which each removes itself as
+    it ends) until none is left, or False at ``timeout``. A backend lists and starts a thread
+    under ``starting``, read under it here, so that none is found listed but not started; and
+    joins again, since one may start a replacement as it leaves. The calling thread, if listed
+    (shutdown called from inside a task), is left alone."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    current = threading.current_thread()
+    while threads:
+        with starting:
+            listed = [*threads.values()]
+        if current in listed:
+            listed.remove(current)
+            if not listed:
+                return True
+        for thread in listed:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                return False
+    return True

@@ -43,7 +43,7 @@ from ..observe.carrier import is_traced
 from . import _child, _forkserver, _pickling
 from ._handle import AHEAD_MAX_BYTES, ChildHandle
 from ._pickling import RemoteTraceback, dumps, task_message
-from .base import Backend, Interruption, WorkerHost
+from .base import Backend, Interruption, WorkerHost, join_threads
 
 _TICK = 0.25
 """How often a proxy waiting for a reply checks its child's health and kill deadline."""
@@ -211,20 +211,7 @@ class ProcessBackend(Backend):
         self._spare_wanted = self._spare_allowed
 
     def join(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        current = threading.current_thread()
-        while self._proxies:  # until none is left: one may start a replacement as it leaves
-            with self._starting:
-                proxies = [*self._proxies.values()]
-            if current in proxies:
-                proxies.remove(current)
-                if not proxies:
-                    return True
-            for proxy in proxies:
-                proxy.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                if proxy.is_alive():
-                    return False
-        return True
+        return join_threads(self._proxies, self._starting, timeout)
 
     def kill_all(self) -> None:
         """Kill every child at once (the interpreter is exiting)."""

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from .._engine import RETIRE, WorkerSlot
 from .._task import Task, _current
 from ._parking import Parker
-from .base import Backend, Interruption, WorkerHost
+from .base import Backend, Interruption, WorkerHost, join_threads
 
 
 class ThreadBackend(Backend):
@@ -79,20 +78,7 @@ class ThreadBackend(Backend):
             self._threads.pop(slot.id, None)
 
     def join(self, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        current = threading.current_thread()  # shutdown called from inside a task of this pool
-        while self._threads:  # until none is left: one may start a replacement as it leaves
-            with self._starting:
-                threads = [*self._threads.values()]
-            if current in threads:
-                threads.remove(current)
-                if not threads:
-                    return True
-            for thread in threads:
-                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-                if thread.is_alive():
-                    return False
-        return True
+        return join_threads(self._threads, self._starting, timeout)
 
     def _work(self, slot: WorkerSlot) -> None:
         host = self.host
