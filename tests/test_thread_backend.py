@@ -22,6 +22,7 @@ from workpool import QueueFull, TaskState, TaskTimeout
 from workpool import _locking as locking
 from workpool._backends import thread as thread_backend
 from workpool._backends._parking import Parker
+from workpool._backends.base import join_threads
 from workpool._core import PoolCore
 from workpool._engine import Scheduler
 from workpool._locking import yield_to_holder
@@ -517,3 +518,43 @@ def test_shutdown_never_meets_a_worker_thread_listed_but_not_started() -> None:
         assert stage.finished.wait(10)
         stage.joiner.join(10)
         assert stage.errors == []
+
+
+def test_join_threads_joins_a_replacement_started_as_a_thread_leaves() -> None:
+    """A thread that starts its replacement on its way out (as a worker lost while the pool was
+    open may) has it joined too; one left listed after it ended is joined once, not forever."""
+    read = threading.Event()
+
+    class Starting:
+        """The listing's lock; the first time it is let go (join has read the listing), the
+        listed thread goes on to leave."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+
+        def __enter__(self) -> None:
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+            read.set()
+
+    starting = Starting()
+    release = threading.Event()
+    threads: dict[int, threading.Thread] = {}
+    replacement = threading.Thread(target=release.wait, args=(10,))
+
+    def leave() -> None:
+        assert read.wait(10)
+        with starting:
+            threads[2] = replacement
+            replacement.start()
+        del threads[1]
+
+    threads[1] = threading.Thread(target=leave)
+    threads[1].start()
+    assert join_threads(threads, starting, 0.05) is False
+    assert replacement.is_alive()  # it was joined, and still runs
+    release.set()
+    assert join_threads(threads, starting, 10) is True
+    assert threads == {2: replacement} and not replacement.is_alive()  # joined once

@@ -147,17 +147,17 @@ def join_threads(
     under ``starting``, read under it here, so that none is found listed but not started; and
     joins again, since one may start a replacement as it leaves. The calling thread, if listed
     (shutdown called from inside a task), is left alone."""
+    if not threads:
+        return True
     deadline = None if timeout is None else time.monotonic() + timeout
-    current = threading.current_thread()
-    while threads:
+    joined = {threading.current_thread()}  # and those already joined: each is joined once
+    while True:
         with starting:
-            listed = [*threads.values()]
-        if current in listed:
-            listed.remove(current)
-            if not listed:
-                return True
+            listed = [thread for thread in threads.values() if thread not in joined]
+        if not listed:
+            return True
         for thread in listed:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 return False
-    return True
+            joined.add(thread)
