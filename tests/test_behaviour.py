@@ -315,7 +315,8 @@ def test_tasks_submitted_while_every_worker_is_busy_count_and_run_in_order(
     make_pool: MakePool, gate: Gate, manager: SyncManager
 ) -> None:
     """With no worker free, a task goes in without the pool's lock; it counts as queued at
-    once, and runs in submission order, interleaved with a retry and a prioritised task."""
+    once, and runs in submission order. A prioritised task submitted after them (under the
+    lock) still runs first."""
     pool = make_pool(1, priority_aging=0)
     running = pool.submit(gate.wait)
     gate.await_entries(1)
