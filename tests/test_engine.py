@@ -795,10 +795,23 @@ def test_offered_tasks_count_as_queued_until_the_pool_closes() -> None:
 
 
 def test_cancelling_an_offered_task_counts_it_in_first() -> None:
+    """Counted in before it is cancelled: the counts never go below zero on the way (the
+    refill after the cancel would mend them, but only after)."""
     s, [slot], [running] = all_busy()
     offered = make_task()
     s.offer(offered, 1)
+    queued_as_it_ends: list[int] = []
+
+    class Watched(Scheduler):
+        __slots__ = ()
+
+        def _finish(self, task: Task[Any], outcome: Outcome) -> Outcome:
+            queued_as_it_ends.append(self.queued)
+            return super()._finish(task, outcome)
+
+    s.__class__ = Watched
     assert s.cancel(offered) is True and offered.state is TaskState.CANCELLED
+    assert queued_as_it_ends == [0]
     assert s.queued == 0 and s.cancelled == 1 and accounted(s)
     s.complete(slot, running, None, 2)
     assert s.take(slot, 2) is None  # skipped in the queue
