@@ -15,6 +15,7 @@ from ._events import Observer
 from ._options import DEFAULT_OPTIONS, RetryPolicy, TaskOptions, task_options
 from ._pool import ShutdownReport, _bounds, _check_args
 from ._stats import PoolStats
+from ._task import NO_KWARGS
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -66,7 +67,9 @@ class AsyncPool:
     ) -> AsyncTask[T]:
         """Schedule ``fn(*args, **kwargs)``; waits for room while the queue is full."""
         core = self._core  # _submit inlined: this is the hot path
-        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, DEFAULT_OPTIONS, core.bound())
+        task: AsyncTask[T] = AsyncTask(
+            _callable(fn), args, kwargs or NO_KWARGS, DEFAULT_OPTIONS, core.bound()
+        )
         if core.engine.full:
             await core.wait_for_room(None)
         core.submit_nowait(task)
@@ -94,7 +97,9 @@ class AsyncPool:
         submit_timeout: float | None,
     ) -> AsyncTask[T]:
         core = self._core
-        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core.bound())
+        task: AsyncTask[T] = AsyncTask(
+            _callable(fn), args, kwargs or NO_KWARGS, options, core.bound()
+        )
         if core.engine.full:
             await core.wait_for_room(submit_timeout)
         core.submit_nowait(task)
@@ -108,7 +113,9 @@ class AsyncPool:
         options: TaskOptions,
     ) -> AsyncTask[T]:
         core = self._core
-        task: AsyncTask[T] = AsyncTask(_callable(fn), args, kwargs, options, core.bound())
+        task: AsyncTask[T] = AsyncTask(
+            _callable(fn), args, kwargs or NO_KWARGS, options, core.bound()
+        )
         core.submit_nowait(task)
         return task
 

@@ -142,13 +142,13 @@ class Pool(Executor):
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
         """Schedule ``fn(*args, **kwargs)``; waits for room while the queue is full."""
-        task = Task(fn, args, kwargs, DEFAULT_OPTIONS, self._core)
+        task = Task(fn, args, kwargs or NO_KWARGS, DEFAULT_OPTIONS, self._core)
         self._core.submit(task, block=True)
         return task
 
     def try_submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
         """As ``submit``, but raise ``QueueFull`` at once instead of waiting for room."""
-        task = Task(fn, args, kwargs, DEFAULT_OPTIONS, self._core)
+        task = Task(fn, args, kwargs or NO_KWARGS, DEFAULT_OPTIONS, self._core)
         self._core.submit(task, block=False)
         return task
 
@@ -385,13 +385,13 @@ class TaskOptionsView:
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
         core = self._pool._core
-        task = Task(fn, args, kwargs, self._options, core)
+        task = Task(fn, args, kwargs or NO_KWARGS, self._options, core)
         core.submit(task, block=True, timeout=self._submit_timeout)
         return task
 
     def try_submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
         core = self._pool._core
-        task = Task(fn, args, kwargs, self._options, core)
+        task = Task(fn, args, kwargs or NO_KWARGS, self._options, core)
         core.submit(task, block=False)
         return task
 
