@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import contextvars
 import itertools
 import os
 import signal
@@ -98,6 +100,82 @@ def test_current_task_outside_a_task_raises() -> None:
     """Outside a task, current_task() raises RuntimeError."""
     with pytest.raises(RuntimeError, match="outside"):
         workpool.current_task()
+
+
+def test_current_task_in_a_done_callback_on_the_worker_is_outside_any_task() -> None:
+    """A done-callback that the worker thread runs after the task is outside any task."""
+    release = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def look(task: workpool.Task[None]) -> None:
+        try:
+            workpool.current_task()
+        except RuntimeError as error:
+            seen.append((threading.current_thread().name, str(error)))
+
+    with workpool.Pool(1) as pool:
+        task = pool.submit(release.wait, 10)
+        task.add_done_callback(look)  # before it ends: the worker runs it
+        release.set()
+        task.result(timeout=10)
+        wait_until(lambda: bool(seen))
+    assert seen[0][0].startswith("workpool-") and "outside" in seen[0][1]
+
+
+def test_a_thread_a_task_starts_with_its_context_sees_the_task() -> None:
+    """asyncio.to_thread inside a task runs in another thread with the task's context."""
+
+    def in_a_thread() -> tuple[str, str]:
+        async def ask() -> str:
+            return await asyncio.to_thread(lambda: workpool.current_task().id)
+
+        return workpool.current_task().id, asyncio.run(ask())
+
+    with workpool.Pool(1) as pool:
+        task = pool.submit(in_a_thread)
+        assert task.result(timeout=10) == (task.id, task.id)
+
+
+def test_a_context_a_task_copied_goes_on_naming_it_after_it_ended() -> None:
+    """A thread running a context that task X copied names X, even once X has ended and its
+    worker runs Y, as a per-task context variable would; Y itself sees Y."""
+    asked, answered = threading.Event(), threading.Event()
+    end_x, y_runs, end_y = threading.Event(), threading.Event(), threading.Event()
+    answers: list[str] = []
+
+    def reader() -> None:
+        for _ in range(2):
+            assert asked.wait(10)
+            asked.clear()
+            answers.append(workpool.current_task().id)
+            answered.set()
+
+    def x() -> threading.Thread:
+        helper = threading.Thread(target=contextvars.copy_context().run, args=(reader,))
+        helper.start()
+        assert end_x.wait(10)
+        return helper
+
+    def y() -> str:
+        y_runs.set()
+        assert end_y.wait(10)
+        return workpool.current_task().id
+
+    with workpool.Pool(1) as pool:
+        task_x = pool.submit(x)
+        asked.set()  # while X runs
+        assert answered.wait(10)
+        answered.clear()
+        end_x.set()
+        helper = task_x.result(timeout=10)
+        task_y = pool.submit(y)
+        assert y_runs.wait(10)
+        asked.set()  # X has ended; its worker runs Y
+        assert answered.wait(10)
+        end_y.set()
+        assert task_y.result(timeout=10) == task_y.id
+        helper.join(10)
+    assert answers == [task_x.id, task_x.id]
 
 
 def test_cancel_running_task_signals_its_context() -> None:
@@ -333,26 +411,23 @@ def test_submit_waits_for_a_pool_lock_held_long() -> None:
         assert submitted[0].result(timeout=10) == 7
 
 
-class _FailingOnce:
-    """Stands in for a name a worker thread uses: its first call raises, as a bug would."""
-
-    def __init__(self, real: Any, method: str) -> None:
-        self._real, self._method, self.faults = real, method, [RuntimeError("injected")]
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._real, name)
-        if name == self._method and self.faults:
-            raise self.faults.pop()
-        return attribute
-
-
 def test_a_fault_in_a_worker_thread_fails_its_task_and_the_pool_goes_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A bug of the pool's own in a worker thread's loop, outside the task (here: setting the
+    """A bug of the pool's own in a worker thread's loop, outside the task (here: noting the
     current task raises), fails the task it holds with WorkerCrashed, logged, instead of
     leaving it waiting forever; a new worker takes the next tasks."""
-    monkeypatch.setattr(thread_backend, "_current", _FailingOnce(thread_backend._current, "set"))
+    faults = [RuntimeError("injected")]
+
+    class FailingCell(thread_backend.WorkerCell):
+        __slots__ = ()
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            if name == "running" and value is not None and faults:
+                raise faults.pop()
+            super().__setattr__(name, value)
+
+    monkeypatch.setattr(thread_backend, "WorkerCell", FailingCell)
     with workpool.Pool(1) as pool:
         with pytest.raises(workpool.WorkerCrashed, match="its thread failed: RuntimeError"):
             pool.submit(abs, -1).result(timeout=10)

@@ -35,7 +35,7 @@ from ._engine import RETIRE, Directive, Next, Outcome, Scheduler, SlotState, Wor
 from ._errors import QueueFull, TaskTimeout
 from ._events import Observer, announce, emit
 from ._options import TaskOptions
-from ._task import Task, _current, name_of
+from ._task import Task, _current, name_of, running_task
 
 T = TypeVar("T")
 
@@ -221,7 +221,7 @@ class AsyncCore:
     async def wait_for_room(self, timeout: float | None) -> None:
         """While the queue is full and the pool open; QueueFull after ``timeout`` seconds."""
         engine, loop = self.engine, self.bind()
-        running = _current.get()
+        running = running_task()
         if running is not None and running[0]._owner is self:
             raise QueueFull(
                 engine.queue_size,

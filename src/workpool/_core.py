@@ -24,7 +24,7 @@ from ._errors import BrokenPool, QueueFull, TaskTimeout, WorkerCrashed
 from ._events import Observer, announce, emit, logger
 from ._locking import yield_to_holder
 from ._stats import PoolStats
-from ._task import _FINISHED, Task, TaskState, _current
+from ._task import _FINISHED, Task, TaskState, running_task
 
 _SUCCEEDED, _CANCELLED = Outcome.SUCCEEDED, Outcome.CANCELLED
 _RETRY, _STALE = Outcome.RETRY, Outcome.STALE
@@ -173,7 +173,7 @@ class PoolCore:
 
     def in_own_task(self) -> bool:
         """Whether the caller runs inside a task of this pool."""
-        running = _current.get()
+        running = running_task()
         return running is not None and running[0]._owner is self
 
     def _all_finished(self) -> bool:

@@ -35,7 +35,7 @@ from concurrent.futures import CancelledError
 from concurrent.futures import TimeoutError as FuturesTimeout
 from typing import Any, cast
 
-from ._task import Task, _current
+from ._task import Task, running_task
 
 Batch = tuple[list[Any], float]
 """What a batch task returns: the results, and the seconds it ran."""
@@ -55,7 +55,7 @@ def run_batch(fn: Callable[..., Any], items: list[Any], star: bool = True) -> Ba
     """Call ``fn`` on each item in order (``fn(*item)`` if ``star``, else ``fn(item)``); stop at
     the first error or when cancelled."""
     started = time.perf_counter()
-    running = _current.get()
+    running = running_task()
     task = None if running is None else running[0]
     if getattr(task, "_owner", task) is None:
         # A Task made in a worker process has no owner: its cancel comes as a signal, never as

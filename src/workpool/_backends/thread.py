@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._engine import RETIRE, WorkerSlot
-from .._task import Task, _current
+from .._task import Task, WorkerCell, _current
 from ._parking import Parker
 from .base import Backend, Interruption, WorkerHost, join_threads
 
@@ -89,17 +89,23 @@ class ThreadBackend(Backend):
                 except BaseException as exc:
                     host.broken(slot, exc)
                     return
+            cell = WorkerCell()  # what this thread runs, for current_task(): see WorkerCell
+            _current.set(cell)
             task = host.take(slot)
             while task is not RETIRE:
                 if task is None:
                     task = slot.handle.park(host, slot)
                     continue
-                token = _current.set((task, task.attempts))
+                cell.running = (task, task.attempts)
                 try:
                     value, error = task.fn(*task.args, **task.kwargs), None
                 except BaseException as exc:
                     value, error = None, exc
-                _current.reset(token)
+                if cell.shared:  # another thread read it: it names this task from now on
+                    cell = WorkerCell()
+                    _current.set(cell)
+                else:
+                    cell.running = None
                 task = host.done(slot, task, value, error)
                 del value, error  # drop references before parking
         except Exception as fault:  # the pool's own: the task's are caught around its call
