@@ -212,11 +212,12 @@ class PoolCore:
 
         if not self.wait(remaining()) or not self.backend.join(remaining()):
             return False
-        with self.lock:
-            timer = self._timer
-            self._wake_timer()
-        if timer is not None and timer is not threading.current_thread():
-            timer.join(remaining())
+        if self._timer is not None:  # None: no timed event came since the last timer left
+            with self.lock:  # where it is listed and started
+                timer = self._timer
+                self._wake_timer()
+            if timer is not None and timer is not threading.current_thread():
+                timer.join(remaining())
         return True
 
     def stats(self) -> PoolStats:

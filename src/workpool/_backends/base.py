@@ -147,11 +147,11 @@ def join_threads(
     under ``starting``, read under it here, so that none is found listed but not started; and
     joins again, since one may start a replacement as it leaves. The calling thread, if listed
     (shutdown called from inside a task), is left alone."""
-    if not threads:
-        return True
     deadline = None if timeout is None else time.monotonic() + timeout
     joined = {threading.current_thread()}  # and those already joined: each is joined once
     while True:
+        if not threads:  # each left: none can be listed and not started yet
+            return True
         with starting:
             listed = [thread for thread in threads.values() if thread not in joined]
         if not listed:
