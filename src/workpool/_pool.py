@@ -143,7 +143,7 @@ class Pool(Executor):
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
         """Schedule ``fn(*args, **kwargs)``; waits for room while the queue is full."""
         task = Task(fn, args, kwargs or NO_KWARGS, DEFAULT_OPTIONS, self._core)
-        self._core.submit(task, block=True)
+        self._core.submit(task, True)  # block, by position: see PoolCore.submit
         return task
 
     def try_submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Task[T]:
