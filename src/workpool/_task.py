@@ -333,20 +333,18 @@ class WorkerCell:
     """What a thread worker runs now: its thread's value of ``_current``, set once.
 
     Setting a context variable around each call cost a thread worker about 1 us a task (a
-    tenth of its dispatch on Python 3.12 and 3.13); writing ``running`` costs a tenth of that.
-    A context copied during a task (``asyncio.to_thread``, a coroutine, ``ctx.run`` in a
-    thread of its own) holds this same cell, so it names the task while the task runs. One
-    read from another thread marks the cell ``shared`` (before reading it), and the worker
-    then leaves the cell naming that task for good and takes a new one for its next task:
-    such a context goes on naming its task, as a per-task value would. A copy first read after
-    its task ended sees what the worker runs then.
+    tenth of its dispatch on Python 3.12 and 3.13); writing ``running`` costs a twentieth of
+    that. A context copied during a task (``asyncio.to_thread``, a coroutine, ``ctx.run`` in a
+    thread of its own) holds this same cell, so it names the task while the task runs; read
+    from another thread, it keeps what it read (``running_task``), so that it goes on naming
+    its task, as a per-task value would. A copy first read after its task ended sees what the
+    worker runs then.
     """
 
-    __slots__ = ("running", "shared", "thread")
+    __slots__ = ("running", "thread")
 
     def __init__(self) -> None:
         self.running: tuple[Task[Any], int] | None = None
-        self.shared = False
         self.thread = threading.get_ident()
 
 
@@ -361,9 +359,11 @@ def running_task() -> tuple[Task[Any], int] | None:
     """The task running in this thread or coroutine, and its attempt number, if any."""
     running = _current.get()
     if isinstance(running, WorkerCell):
-        if running.thread != threading.get_ident():
-            running.shared = True  # first: the worker looks at it before it moves on
-        return running.running
+        cell, running = running, running.running  # one read: the worker may move on
+        if cell.thread != threading.get_ident():
+            # A context copied from the worker's, in another thread: from now on it holds
+            # what it read (it alone: a set changes only the context it runs in).
+            _current.set(running)
     return running
 
 

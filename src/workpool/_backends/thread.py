@@ -101,11 +101,7 @@ class ThreadBackend(Backend):
                     value, error = task.fn(*task.args, **task.kwargs), None
                 except BaseException as exc:
                     value, error = None, exc
-                if cell.shared:  # another thread read it: it names this task from now on
-                    cell = WorkerCell()
-                    _current.set(cell)
-                else:
-                    cell.running = None
+                cell.running = None
                 task = host.done(slot, task, value, error)
                 del value, error  # drop references before parking
         except Exception as fault:  # the pool's own: the task's are caught around its call
