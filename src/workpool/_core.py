@@ -104,8 +104,7 @@ class PoolCore:
                 # that turned idle meanwhile heard of it: take it back, unless counted in since.
                 with lock:
                     accepted = not engine.withdraw(task)
-                    if engine.wakeups:
-                        wakeups, engine.wakeups = engine.wakeups, []
+                    wakeups = self._take_wakeups()
             if self.observers and not accepted:
                 emit(self.observers, "task_rejected", task, error)
             raise
