@@ -180,15 +180,19 @@ def test_run_retries_a_timed_out_job() -> None:
 
 @pytest.mark.parametrize("keep_order", [True, False])
 def test_run_keep_order_reports_in_input_order(tmp_path: Path, keep_order: bool) -> None:
-    """With --keep-order records follow the input; without it, the order jobs finish in."""
-    script = (
-        'if [ "$1" = 1 ]; then while [ ! -e "$0/2.done" ]; do sleep 0.02; done; fi;'
-        'touch "$0/$1.done"'
-    )
+    """With --keep-order records follow the input; without it, the order jobs finish in.
+
+    Job 1 ends after job 2: without --keep-order, once job 2's record is written (job 2's
+    exit alone could still be reported after job 1's); with it, once job 2 ran, since its
+    record waits for job 1's."""
+    output = tmp_path / "out.jsonl"
+    ready = '[ -e "$0/2.done" ]' if keep_order else '[ -s "$0/out.jsonl" ]'
+    script = f'if [ "$1" = 1 ]; then until {ready}; do sleep 0.02; done; fi; touch "$0/$1.done"'
     flags = ["-k"] if keep_order else []
-    done = workpool_run("-j", "2", *flags, "--", "sh", "-c", script, str(tmp_path), "{}",
-                        ":::", "1", "2")  # fmt: skip
-    order = [r["input"] for r in records(done.stdout)]
+    done = workpool_run("-j", "2", *flags, "-o", str(output), "--", "sh", "-c", script,
+                        str(tmp_path), "{}", ":::", "1", "2")  # fmt: skip
+    assert done.returncode == 0
+    order = [r["input"] for r in records(output.read_text())]
     assert order == (["1", "2"] if keep_order else ["2", "1"])
 
 
